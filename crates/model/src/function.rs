@@ -1,0 +1,228 @@
+//! The function definition: the JSON document the api accepts and stores in
+//! `/function/{id}`, with serde shapes exactly as the original Bismuth API.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A function's id; also the default service group id.
+pub type FunctionId = Uuid;
+
+/// What to run, with which limits, reachable under which routes.
+///
+/// Serialized exactly as DESIGN.md shows, e.g.
+/// `{"image": "…", "repo": ["url", "branch"], "invoke_mode": {"Server": [["argv"], 8000]}, …}`.
+/// Unknown fields are rejected so a typo (`"memroy"`) is an error, not a silent default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionDefinition {
+    /// Container image reference, e.g. `docker.io/library/python:3.11`.
+    pub image: String,
+    /// Optional git repository cloned into `/repo` in the container.
+    #[serde(default)]
+    pub repo: Option<GitRepo>,
+    /// Service group whose K/V, blobs and secrets the function shares; defaults to its own id.
+    #[serde(default)]
+    pub svc_group_id: Option<Uuid>,
+    /// CPU as a fraction of one core (0.5 = half a core).
+    pub cpu: f64,
+    /// Memory limit in bytes.
+    pub memory: u64,
+    /// Storage limits for the service group, if any.
+    #[serde(default)]
+    pub svc_quotas: Option<SvcQuotas>,
+    /// How an invocation reaches the function's code.
+    pub invoke_mode: InvokeMode,
+    /// How many containers may serve the function at once.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    /// Hostnames whose requests route to this function.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+fn default_max_instances() -> u32 {
+    1
+}
+
+impl FunctionDefinition {
+    /// The service group this function's data belongs to.
+    pub fn service_group(&self, id: FunctionId) -> Uuid {
+        self.svc_group_id.unwrap_or(id)
+    }
+
+    /// Route hostnames, normalized (lowercase, no trailing dot).
+    pub fn hostnames(&self) -> impl Iterator<Item = String> + '_ {
+        self.routes
+            .iter()
+            .map(|r| crate::hostname::normalize(&r.hostname))
+    }
+
+    /// Serializes to the JSON stored in ZooKeeper.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings, numbers and enums always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A git repository and the branch to check out: `["url", "branch"]` on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitRepo(pub String, pub String);
+
+impl GitRepo {
+    /// The repository URL.
+    pub fn url(&self) -> &str {
+        &self.0
+    }
+
+    /// The branch to clone.
+    pub fn branch(&self) -> &str {
+        &self.1
+    }
+}
+
+/// How an invocation reaches the function's code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvokeMode {
+    /// One process per request: request body on stdin, stdout is the response.
+    Executable(Vec<String>),
+    /// A long-running HTTP server on the given port that requests are proxied to.
+    Server(Vec<String>, u16),
+}
+
+impl InvokeMode {
+    /// The command line the container runs.
+    pub fn argv(&self) -> &[String] {
+        match self {
+            InvokeMode::Executable(argv) | InvokeMode::Server(argv, _) => argv,
+        }
+    }
+}
+
+/// A hostname routed to the function: `{"hostname": "…"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The `Host` header value that selects this function.
+    pub hostname: String,
+}
+
+/// Storage limits for a service group; an absent field means unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SvcQuotas {
+    /// Total bytes of K/V values (keys included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_bytes: Option<u64>,
+    /// Number of K/V keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_keys: Option<u64>,
+    /// Total bytes of blobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_bytes: Option<u64>,
+    /// Number of blobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_count: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The literal example from DESIGN.md.
+    const DESIGN_EXAMPLE: &str = r#"{
+  "image": "docker.io/library/python:3.11",
+  "repo": ["https://git.example/org/app.git", "main"],
+  "svc_group_id": null,
+  "cpu": 0.5,
+  "memory": 134217728,
+  "svc_quotas": null,
+  "invoke_mode": {"Server": [["/usr/local/bin/python3", "-m", "http.server"], 8000]},
+  "max_instances": 1,
+  "routes": [{"hostname": "test.host.internal"}]
+}"#;
+
+    #[test]
+    fn design_example_round_trips() {
+        let def: FunctionDefinition = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(def.image, "docker.io/library/python:3.11");
+        assert_eq!(
+            def.repo,
+            Some(GitRepo(
+                "https://git.example/org/app.git".into(),
+                "main".into()
+            ))
+        );
+        assert_eq!(def.cpu, 0.5);
+        assert_eq!(def.memory, 134_217_728);
+        assert_eq!(
+            def.invoke_mode,
+            InvokeMode::Server(
+                vec![
+                    "/usr/local/bin/python3".into(),
+                    "-m".into(),
+                    "http.server".into()
+                ],
+                8000
+            )
+        );
+        assert_eq!(
+            def.routes,
+            vec![Route {
+                hostname: "test.host.internal".into()
+            }]
+        );
+        def.validate().unwrap();
+
+        let again: serde_json::Value = serde_json::to_value(&def).unwrap();
+        let original: serde_json::Value = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(
+            again, original,
+            "serialization must match the wire format exactly"
+        );
+    }
+
+    #[test]
+    fn executable_mode_shape() {
+        let mode: InvokeMode =
+            serde_json::from_str(r#"{"Executable": ["/bin/ls", "-l"]}"#).unwrap();
+        assert_eq!(
+            mode,
+            InvokeMode::Executable(vec!["/bin/ls".into(), "-l".into()])
+        );
+        assert_eq!(
+            serde_json::to_string(&mode).unwrap(),
+            r#"{"Executable":["/bin/ls","-l"]}"#
+        );
+    }
+
+    #[test]
+    fn optional_fields_default() {
+        let def: FunctionDefinition = serde_json::from_str(
+            r#"{"image": "busybox", "cpu": 1, "memory": 8388608, "invoke_mode": {"Executable": ["/bin/cat"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(def.max_instances, 1);
+        assert!(def.routes.is_empty());
+        assert!(def.repo.is_none());
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let err = serde_json::from_str::<FunctionDefinition>(
+            r#"{"image": "busybox", "cpu": 1, "memroy": 1, "invoke_mode": {"Executable": ["/bin/cat"]}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("memroy"), "{err}");
+    }
+
+    #[test]
+    fn quotas_shape() {
+        let q: SvcQuotas = serde_json::from_str(r#"{"kv_bytes": 1024, "blob_count": 3}"#).unwrap();
+        assert_eq!(q.kv_bytes, Some(1024));
+        assert_eq!(q.blob_count, Some(3));
+        assert_eq!(
+            serde_json::to_string(&q).unwrap(),
+            r#"{"kv_bytes":1024,"blob_count":3}"#
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! Bismuth's test harness: real servers for integration tests, each on its own
+//! free port in its own temporary directory, removed when the handle drops.
+//!
+//! - [`ZooKeeper`]: a standalone ZooKeeper from the Debian `zookeeper` package.
+//! - [`assert_eventually!`]: poll a condition instead of sleeping.
+//! - [`free_port`]: an unused loopback port.
+//!
+//! Servers are killed when their handle drops, and also (via `PR_SET_PDEATHSIG`)
+//! when the test process dies, so nothing outlives a crashed test.
+
+mod eventually;
+mod process;
+mod zookeeper;
+
+pub use eventually::eventually;
+pub use process::free_port;
+pub use zookeeper::ZooKeeper;

@@ -1,0 +1,26 @@
+//! Child processes tied to the test's lifetime, and free ports.
+
+use std::net::TcpListener;
+use std::process::Command;
+
+/// Returns a loopback TCP port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Makes the child receive SIGKILL when the thread that spawned it exits, so a
+/// test that panics or is killed never leaves a server behind.
+#[allow(unsafe_code)]
+pub(crate) fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent;
+    // the closure runs in the forked child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,159 @@
+//! Function definitions, their backends znode and their routes.
+
+use bismuth_model::{
+    hostname, pack_backends, paths, unpack_backends, Backend, FunctionDefinition, FunctionId,
+};
+use uuid::Uuid;
+
+use super::{get_decoded, StoreError};
+use crate::{Txn, Versioned, Zk, ZkError};
+
+/// Validates `def` and writes it with an empty backend list and its routes in
+/// one transaction. Fails without writing anything if a route is taken.
+pub async fn create_function(zk: &Zk, def: &FunctionDefinition) -> Result<FunctionId, StoreError> {
+    def.validate()?;
+    zk.ensure_bootstrapped().await?;
+    let id = Uuid::new_v4();
+    let mut txn = Txn::new();
+    txn.create(paths::function(id), def.to_json())
+        .create(paths::function_backends(id), Vec::new());
+    for host in def.hostnames() {
+        txn.create(paths::route(&host), id.as_bytes().to_vec());
+    }
+    match zk.commit(&txn).await {
+        Ok(()) => Ok(id),
+        Err(ZkError::NodeExists { path }) if path.starts_with(paths::ROUTES) => {
+            let hostname = path[paths::ROUTES.len() + 1..].to_owned();
+            let owner = route_owner(zk, &hostname).await?.unwrap_or_default();
+            Err(StoreError::RouteTaken { hostname, owner })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads a function's definition.
+pub async fn get_function(
+    zk: &Zk,
+    id: FunctionId,
+) -> Result<Versioned<FunctionDefinition>, StoreError> {
+    get_decoded(zk, &paths::function(id), |d| {
+        serde_json::from_slice::<FunctionDefinition>(d)
+    })
+    .await?
+    .ok_or(StoreError::FunctionNotFound(id))
+}
+
+/// Reads a function's backend list.
+pub async fn get_backends(zk: &Zk, id: FunctionId) -> Result<Versioned<Vec<Backend>>, StoreError> {
+    get_decoded(zk, &paths::function_backends(id), unpack_backends)
+        .await?
+        .ok_or(StoreError::FunctionNotFound(id))
+}
+
+/// Lists all function ids, sorted.
+pub async fn list_function_ids(zk: &Zk) -> Result<Vec<FunctionId>, StoreError> {
+    zk.ensure_bootstrapped().await?;
+    Ok(zk
+        .children(paths::FUNCTIONS)
+        .await?
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect())
+}
+
+/// Lists all functions with their definitions and backends. A function
+/// deleted while listing is skipped.
+pub async fn list_functions(
+    zk: &Zk,
+) -> Result<Vec<(FunctionId, FunctionDefinition, Vec<Backend>)>, StoreError> {
+    let mut out = Vec::new();
+    for id in list_function_ids(zk).await? {
+        match (get_function(zk, id).await, get_backends(zk, id).await) {
+            (Ok(def), Ok(backends)) => out.push((id, def.value, backends.value)),
+            (Err(StoreError::FunctionNotFound(_)), _)
+            | (_, Err(StoreError::FunctionNotFound(_))) => {}
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The function a hostname routes to, if any.
+pub async fn route_owner(zk: &Zk, hostname: &str) -> Result<Option<FunctionId>, ZkError> {
+    let path = paths::route(&hostname::normalize(hostname));
+    Ok(get_decoded(zk, &path, decode_function_id)
+        .await?
+        .map(|v| v.value))
+}
+
+/// Decodes the 16-byte function id a route znode holds.
+pub fn decode_function_id(data: &[u8]) -> Result<FunctionId, String> {
+    Uuid::from_slice(data)
+        .map_err(|_| format!("expected a 16-byte function id, found {} bytes", data.len()))
+}
+
+/// Deletes a function, its backends znode, its routes and its containers'
+/// znodes in one transaction (retried if the function changes meanwhile).
+pub async fn delete_function(zk: &Zk, id: FunctionId) -> Result<(), StoreError> {
+    for attempt in 0..10 {
+        let def = get_function(zk, id).await?;
+        let backends = get_backends(zk, id).await?;
+        let mut txn = Txn::new();
+        for b in &backends.value {
+            add_container_removal(zk, &mut txn, *b).await?;
+        }
+        for host in def.value.hostnames() {
+            if let Some(route) = get_decoded(zk, &paths::route(&host), decode_function_id).await? {
+                if route.value == id {
+                    txn.delete(paths::route(&host), Some(route.version));
+                }
+            }
+        }
+        txn.delete(paths::function_backends(id), Some(backends.version))
+            .delete(paths::function(id), Some(def.version));
+        match zk.commit(&txn).await {
+            Ok(()) => return Ok(()),
+            Err(ZkError::BadVersion { .. } | ZkError::NoNode { .. } | ZkError::NotEmpty { .. }) => {
+                crate::session::backoff(attempt).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ZkError::Contended {
+        path: paths::function(id),
+        attempts: 10,
+    }
+    .into())
+}
+
+/// Adds the deletes of a container's status and container znodes (those that exist) to `txn`.
+pub(crate) async fn add_container_removal(
+    zk: &Zk,
+    txn: &mut Txn,
+    b: Backend,
+) -> Result<(), ZkError> {
+    let status = paths::container_status(b.ip, b.container_id);
+    if zk.exists(&status).await? {
+        txn.delete(status, None);
+    }
+    let container = paths::container(b.ip, b.container_id);
+    // Any other children (metadata a daemon added) go too.
+    for child in zk.children_opt(&container).await? {
+        if child != "status" {
+            txn.delete(format!("{container}/{child}"), None);
+        }
+    }
+    if zk.exists(&container).await? {
+        txn.delete(container, None);
+    }
+    Ok(())
+}
+
+/// Writes a backend list back with a version check.
+pub(crate) fn set_backends(txn: &mut Txn, id: FunctionId, backends: &[Backend], version: i32) {
+    txn.set(
+        paths::function_backends(id),
+        pack_backends(backends),
+        Some(version),
+    );
+}
