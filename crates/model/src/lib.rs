@@ -16,6 +16,7 @@ mod invoke_syntax;
 mod node;
 pub mod paths;
 mod validate;
+mod view;
 
 pub use backend::{pack_backends, unpack_backends, Backend, BackendDecodeError, BACKEND_LEN};
 pub use container::{ContainerRecord, ContainerState, RecordDecodeError};
@@ -23,3 +24,4 @@ pub use function::{FunctionDefinition, FunctionId, GitRepo, InvokeMode, Route, S
 pub use invoke_syntax::{parse_invoke_mode, InvokeSyntaxError};
 pub use node::{NodeState, NodeStateDecodeError};
 pub use validate::{FieldError, InvalidDefinition, MIN_MEMORY};
+pub use view::{BackendStatus, FunctionView};

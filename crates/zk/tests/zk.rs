@@ -2,6 +2,8 @@
 //! transactions, optimistic updates, and watches across connection loss and
 //! session expiry.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use bismuth_testkit::ZooKeeper;

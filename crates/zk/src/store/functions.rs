@@ -1,7 +1,8 @@
 //! Function definitions, their backends znode and their routes.
 
 use bismuth_model::{
-    hostname, pack_backends, paths, unpack_backends, Backend, FunctionDefinition, FunctionId,
+    hostname, pack_backends, paths, unpack_backends, Backend, BackendStatus, ContainerState,
+    FunctionDefinition, FunctionId, FunctionView,
 };
 use uuid::Uuid;
 
@@ -156,4 +157,21 @@ pub(crate) fn set_backends(txn: &mut Txn, id: FunctionId, backends: &[Backend], 
         pack_backends(backends),
         Some(version),
     );
+}
+
+/// A function with its backends' current states (the api's GET shape).
+pub async fn describe_function(zk: &Zk, id: FunctionId) -> Result<FunctionView, StoreError> {
+    let definition = get_function(zk, id).await?.value;
+    let backends = get_backends(zk, id).await?.value;
+    let mut out = Vec::with_capacity(backends.len());
+    for backend in backends {
+        let status = super::backends::container_state(zk, backend.ip, backend.container_id)
+            .await?
+            .unwrap_or(ContainerState::Invalid);
+        out.push(BackendStatus { backend, status });
+    }
+    Ok(FunctionView {
+        definition,
+        backends: out,
+    })
 }

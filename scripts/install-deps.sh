@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Bismuth needs, only if something is missing.
+# Usage: scripts/install-deps.sh [test|run]   (both need the same set today)
+set -euo pipefail
+
+packages=(
+  zookeeper            # the coordination store (Java), started by the test kit and start_all.sh
+  default-jre-headless # runs ZooKeeper
+  git
+  ca-certificates
+  pkg-config
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo is not installed; install Rust (https://rustup.rs) and run again" >&2
+  exit 1
+fi

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs Bismuth's checks and tests: formatting, clippy, then every test
+# (unit tests and integration tests against real ZooKeeper servers the test
+# kit starts on free ports). Installs missing Debian packages first.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+scripts/install-deps.sh test
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  # nextest does not run doctests; run them first so its summary closes the output
+  cargo test --workspace --locked --doc --quiet
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
