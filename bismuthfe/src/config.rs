@@ -1,0 +1,79 @@
+//! bismuthfe's command line, validated into a [`Config`] before any port is bound.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bismuth_zk::{ZkArgs, ZkConfig};
+
+/// Route HTTP invocations to functions' Running backends.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bismuthfe", version, about)]
+pub struct Args {
+    #[command(flatten)]
+    pub zookeeper: ZkArgs,
+    /// Address to serve invocations on
+    #[arg(long, env = "BISMUTH_FE_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+    /// Port bismuthd listens on, on every node
+    #[arg(long, env = "BISMUTH_BACKEND_PORT", default_value_t = 8001)]
+    pub backend_port: u16,
+    /// Milliseconds to wait for a backend to accept a connection before trying the next
+    #[arg(long, default_value_t = 2_000)]
+    pub connect_timeout_ms: u64,
+    /// Milliseconds to wait for a backend's response headers (504 after that)
+    #[arg(long, default_value_t = 300_000)]
+    pub response_timeout_ms: u64,
+    /// Milliseconds in-flight requests get to finish after SIGTERM
+    #[arg(long, default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// ZooKeeper ensemble and environment.
+    pub zk: ZkConfig,
+    /// bismuthd's port on every node.
+    pub backend_port: u16,
+    /// Connect timeout per backend.
+    pub connect_timeout: Duration,
+    /// Time to response headers.
+    pub response_timeout: Duration,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Args {
+    /// Validates the flags.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        anyhow::ensure!(self.backend_port != 0, "--backend-port must be 1-65535");
+        anyhow::ensure!(
+            self.connect_timeout_ms > 0,
+            "--connect-timeout-ms must be positive"
+        );
+        anyhow::ensure!(
+            self.response_timeout_ms > 0,
+            "--response-timeout-ms must be positive"
+        );
+        Ok(Config {
+            zk: self.zookeeper.config()?,
+            backend_port: self.backend_port,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            response_timeout: Duration::from_millis(self.response_timeout_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+        })
+    }
+}
+
+impl Config {
+    /// Defaults for `zk`, as the flags' defaults would give.
+    pub fn new(zk: ZkConfig) -> Self {
+        Config {
+            zk,
+            backend_port: 8001,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

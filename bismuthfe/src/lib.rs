@@ -1,0 +1,124 @@
+//! bismuthfe, the invocation frontend.
+//!
+//! A request arrives ([`proxy`]), its function is found by `Host` header or
+//! `/invoke/{function_id}` in the current [`table::RoutingTable`], a
+//! Running backend is chosen by rendezvous hashing of the client address
+//! ([`ring`]), and the request streams to that backend's bismuthd. The
+//! table is rebuilt by [`sync`] from ZooKeeper watches and swapped in whole,
+//! so the request path never waits on ZooKeeper or a lock.
+//!
+//! Start reading at [`run`].
+
+mod body;
+pub mod config;
+mod headers;
+pub mod proxy;
+pub mod ring;
+pub mod sync;
+pub mod table;
+mod trace;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bismuth_zk::Zk;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+pub use config::{Args, Config};
+
+/// Serves invocations on `listener` until `shutdown`, then lets in-flight
+/// requests finish for the grace period.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let table = Arc::new(ArcSwap::from_pointee(table::RoutingTable::default()));
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let sync_task = tokio::spawn(
+        sync_forever(
+            config.clone(),
+            Arc::clone(&table),
+            ready_tx,
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("sync")),
+    );
+    let proxy = Arc::new(proxy::Proxy::new(
+        table,
+        ready_rx,
+        config.backend_port,
+        config.connect_timeout,
+        config.response_timeout,
+    ));
+    info!(addr = %listener.local_addr()?, "bismuthfe serving");
+
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = Arc::clone(&proxy);
+        let service = service_fn(move |req| {
+            let proxy = Arc::clone(&proxy);
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    info!("draining in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => info!("all connections closed"),
+        _ = tokio::time::sleep(config.shutdown_grace) => warn!("grace period over; closing remaining connections"),
+    }
+    sync_task.abort();
+    Ok(())
+}
+
+/// Connects to ZooKeeper (retrying until it answers) and keeps the table current.
+async fn sync_forever(
+    config: Config,
+    table: Arc<ArcSwap<table::RoutingTable>>,
+    ready: tokio::sync::watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let mut attempt = 0u32;
+    let zk = loop {
+        match Zk::connect(config.zk.clone()).await {
+            Ok(zk) => break zk,
+            Err(e) => {
+                attempt += 1;
+                warn!(error = %e, attempt, "cannot reach ZooKeeper yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    };
+    sync::run(zk, table, ready, shutdown).await;
+}

@@ -1,0 +1,272 @@
+//! Handling one invocation: find the function (by `Host`, else by
+//! `/invoke/{function_id}`), rank its Running backends for this client, and
+//! stream the request to the first one that accepts a connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::body::{BodySlot, Handoff};
+use crate::headers::{self, CONTAINER_ID, TRACEPARENT};
+use crate::table::{RoutingTable, Target};
+use crate::{ring, trace};
+
+/// The body of a response: streamed from a backend, or a short error.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// At most this many backends are tried for one request.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Routes and forwards requests; shared by all connections.
+#[derive(Debug)]
+pub struct Proxy {
+    table: Arc<ArcSwap<RoutingTable>>,
+    ready: watch::Receiver<bool>,
+    client: Client<HttpConnector, Handoff>,
+    backend_port: u16,
+    response_timeout: Duration,
+}
+
+impl Proxy {
+    /// A proxy reading `table`, sending to bismuthd on `backend_port`.
+    pub fn new(
+        table: Arc<ArcSwap<RoutingTable>>,
+        ready: watch::Receiver<bool>,
+        backend_port: u16,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Proxy {
+            table,
+            ready,
+            client,
+            backend_port,
+            response_timeout,
+        }
+    }
+
+    /// Answers one request from `peer`.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+        let (mut parts, body) = req.into_parts();
+        let host = parts.headers.get(header::HOST).cloned();
+        let host_str = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .or(parts.uri.host());
+
+        // Resolve the function against the current snapshot; no ZooKeeper here.
+        // Routed by host, the function sees the whole path; routed by
+        // /invoke/{id}, it sees what follows the id.
+        let path = parts.uri.path();
+        let (function, rest, targets) = {
+            let table = self.table.load();
+            let (function, rest) = match host_str.and_then(|h| table.route(h)) {
+                Some(f) => (f, path),
+                None => match invoke_target(path) {
+                    Some(Ok(found)) => found,
+                    Some(Err(id)) => {
+                        return error(
+                            StatusCode::NOT_FOUND,
+                            format!("{id:?} is not a function id"),
+                        )
+                    }
+                    None if path == "/healthz" => return plain(StatusCode::OK, "OK"),
+                    None if !*self.ready.borrow() => return not_ready(),
+                    None => {
+                        let host = host_str.unwrap_or("");
+                        return error(
+                            StatusCode::NOT_FOUND,
+                            format!("no function is routed from host {host:?}"),
+                        );
+                    }
+                },
+            };
+            match table.targets(function) {
+                Some(t) if t.is_empty() => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("function {function} has no running backend"),
+                    )
+                }
+                Some(t) => (function, rest, Arc::clone(t)),
+                None if !*self.ready.borrow() => return not_ready(),
+                None => {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        format!("function {function} does not exist"),
+                    )
+                }
+            }
+        };
+        let query = parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+
+        let traceparent = trace::next_traceparent(
+            parts
+                .headers
+                .get(&TRACEPARENT)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let traceparent =
+            HeaderValue::from_str(&traceparent).unwrap_or(HeaderValue::from_static(""));
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::set_forwarded(&mut parts.headers, peer.ip(), host.as_ref());
+        parts.headers.remove(header::HOST);
+        parts.headers.insert(TRACEPARENT, traceparent.clone());
+
+        let slot = BodySlot::new(body);
+        let ranked = ring::rank(ring::client_hash(peer.ip()), targets.iter().map(|t| t.hash));
+        for (attempt, index) in ranked.into_iter().take(MAX_ATTEMPTS).enumerate() {
+            if attempt > 0 && !slot.replayable() {
+                break;
+            }
+            let target = targets[index];
+            let uri = format!(
+                "http://{}:{}/invoke/{}{rest}{query}",
+                target.backend.ip, self.backend_port, target.backend.container_id
+            );
+            let mut upstream = match Request::builder()
+                .method(parts.method.clone())
+                .uri(&uri)
+                .version(Version::HTTP_11)
+                .body(slot.attempt())
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot forward request: {e}"),
+                    )
+                }
+            };
+            *upstream.headers_mut() = parts.headers.clone();
+            match tokio::time::timeout(self.response_timeout, self.client.request(upstream)).await {
+                Ok(Ok(response)) => return respond(response, traceparent, target),
+                Ok(Err(e)) if e.is_connect() => {
+                    warn!(%function, backend = %target.backend.ip, container = %target.backend.container_id,
+                        error = %e, "backend refused the connection; trying the next");
+                }
+                Ok(Err(e)) => {
+                    debug!(%function, error = ?e, "backend request failed");
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "backend {} of function {function} failed: {e}",
+                            target.backend.ip
+                        ),
+                    );
+                }
+                Err(_) => {
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "backend {} of function {function} did not answer within {:?}",
+                            target.backend.ip, self.response_timeout
+                        ),
+                    )
+                }
+            }
+        }
+        error(
+            StatusCode::BAD_GATEWAY,
+            format!("no backend of function {function} could be reached"),
+        )
+    }
+}
+
+/// Splits `/invoke/{id}[/rest]` into the id and `/rest` (`/` when absent);
+/// `Some(Err(id))` when the id is not a UUID, `None` for other paths.
+fn invoke_target(path: &str) -> Option<Result<(Uuid, &str), &str>> {
+    let after = path.strip_prefix("/invoke/")?;
+    let (id, rest) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, "/"),
+    };
+    Some(id.parse().map(|u| (u, rest)).map_err(|_| id))
+}
+
+fn respond(
+    response: Response<Incoming>,
+    traceparent: HeaderValue,
+    target: Target,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(TRACEPARENT, traceparent);
+    if !parts.headers.contains_key(&CONTAINER_ID) {
+        if let Ok(v) = HeaderValue::from_str(&target.backend.container_id.to_string()) {
+            parts.headers.insert(CONTAINER_ID, v);
+        }
+    }
+    Response::from_parts(parts, Either::Left(body))
+}
+
+fn not_ready() -> Response<ResponseBody> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "routing table not loaded from ZooKeeper yet".into(),
+    )
+}
+
+/// A JSON error: `{"error": "…"}`.
+pub fn error(status: StatusCode, message: String) -> Response<ResponseBody> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+        text.as_bytes(),
+    ))));
+    *r.status_mut() = status;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoke_paths() {
+        let id = Uuid::new_v4();
+        assert_eq!(invoke_target(&format!("/invoke/{id}")), Some(Ok((id, "/"))));
+        assert_eq!(
+            invoke_target(&format!("/invoke/{id}/a/b")),
+            Some(Ok((id, "/a/b")))
+        );
+        assert_eq!(
+            invoke_target(&format!("/invoke/{id}/")),
+            Some(Ok((id, "/")))
+        );
+        assert_eq!(invoke_target("/invoke/nope/x"), Some(Err("nope")));
+        assert_eq!(invoke_target("/other"), None);
+    }
+}

@@ -1,0 +1,243 @@
+//! Keeps the [`RoutingTable`] current from ZooKeeper.
+//!
+//! Three subtree watches (`/route`, `/function`, `/node`) feed one task that
+//! owns a [`Model`] of routes, backend lists and container states. A batch
+//! of events is applied by re-reading just the znodes they name; a
+//! `Resync` (start, reconnect, new session) re-reads everything. After each
+//! batch a fresh snapshot is swapped in. ZooKeeper being down only delays
+//! updates: requests keep using the last snapshot.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bismuth_model::{paths, unpack_backends, Backend, ContainerState, FunctionId};
+use bismuth_zk::store::functions::decode_function_id;
+use bismuth_zk::{TreeWatch, WatchEvent, Zk, ZkError};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::table::RoutingTable;
+
+/// What the sync task knows of the tree.
+#[derive(Debug, Default)]
+struct Model {
+    routes: HashMap<String, FunctionId>,
+    backends: HashMap<FunctionId, Vec<Backend>>,
+    states: HashMap<(Ipv4Addr, Uuid), ContainerState>,
+}
+
+impl Model {
+    fn snapshot(&self) -> RoutingTable {
+        let running = self.backends.iter().map(|(id, list)| {
+            let up = list
+                .iter()
+                .filter(|b| {
+                    self.states.get(&(b.ip, b.container_id)) == Some(&ContainerState::Running)
+                })
+                .copied()
+                .collect();
+            (*id, up)
+        });
+        RoutingTable::new(self.routes.clone(), running)
+    }
+
+    async fn reload(&mut self, zk: &Zk) -> Result<(), ZkError> {
+        let mut fresh = Model::default();
+        for host in zk.children_opt(paths::ROUTES).await? {
+            fresh.refresh_route(zk, &host).await?;
+        }
+        for child in zk.children_opt(paths::FUNCTIONS).await? {
+            if let Ok(id) = child.parse() {
+                fresh.refresh_function(zk, id).await?;
+            }
+        }
+        *self = fresh;
+        Ok(())
+    }
+
+    async fn refresh_route(&mut self, zk: &Zk, host: &str) -> Result<(), ZkError> {
+        match zk.get_opt(&paths::route(host)).await? {
+            Some(raw) => match decode_function_id(&raw.value) {
+                Ok(id) => {
+                    self.routes.insert(host.to_owned(), id);
+                }
+                Err(reason) => {
+                    warn!(route = host, %reason, "ignoring unreadable route");
+                    self.routes.remove(host);
+                }
+            },
+            None => {
+                self.routes.remove(host);
+            }
+        }
+        Ok(())
+    }
+
+    async fn refresh_function(&mut self, zk: &Zk, id: FunctionId) -> Result<(), ZkError> {
+        let list = match zk.get_opt(&paths::function_backends(id)).await? {
+            Some(raw) => unpack_backends(&raw.value).unwrap_or_else(|e| {
+                warn!(function = %id, error = %e, "ignoring unreadable backend list");
+                Vec::new()
+            }),
+            None => {
+                if let Some(old) = self.backends.remove(&id) {
+                    for b in old {
+                        self.states.remove(&(b.ip, b.container_id));
+                    }
+                }
+                return Ok(());
+            }
+        };
+        for b in &list {
+            if !self.states.contains_key(&(b.ip, b.container_id)) {
+                self.refresh_state(zk, b.ip, b.container_id).await?;
+            }
+        }
+        if let Some(old) = self.backends.insert(id, list) {
+            let current = &self.backends[&id];
+            for b in old.iter().filter(|b| !current.contains(b)) {
+                self.states.remove(&(b.ip, b.container_id));
+            }
+        }
+        Ok(())
+    }
+
+    async fn refresh_state(&mut self, zk: &Zk, ip: Ipv4Addr, cid: Uuid) -> Result<(), ZkError> {
+        let raw = zk.get_opt(&paths::container_status(ip, cid)).await?;
+        match raw.and_then(|r| ContainerState::decode(&r.value)) {
+            Some(state) => self.states.insert((ip, cid), state),
+            None => self.states.remove(&(ip, cid)),
+        };
+        Ok(())
+    }
+
+    /// Re-reads what one event names.
+    async fn apply(&mut self, zk: &Zk, path: &str) -> Result<(), ZkError> {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["route", host] => self.refresh_route(zk, host).await,
+            ["function", id] | ["function", id, "backends"] => match id.parse() {
+                Ok(id) => self.refresh_function(zk, id).await,
+                Err(_) => Ok(()),
+            },
+            ["node", ip, "container", cid] | ["node", ip, "container", cid, "status"] => {
+                match (ip.parse(), cid.parse()) {
+                    (Ok(ip), Ok(cid)) if self.is_backend(ip, cid) => {
+                        self.refresh_state(zk, ip, cid).await
+                    }
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn is_backend(&self, ip: Ipv4Addr, cid: Uuid) -> bool {
+        self.states.contains_key(&(ip, cid))
+            || self
+                .backends
+                .values()
+                .flatten()
+                .any(|b| b.ip == ip && b.container_id == cid)
+    }
+}
+
+/// Runs until `shutdown`, publishing snapshots into `table`. `ready` turns
+/// true after the first complete load.
+pub async fn run(
+    zk: Zk,
+    table: Arc<ArcSwap<RoutingTable>>,
+    ready: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let mut watches = [
+        zk.watch_tree(paths::ROUTES),
+        zk.watch_tree(paths::FUNCTIONS),
+        zk.watch_tree(paths::NODES),
+    ];
+    let mut model = Model::default();
+    let mut failures = 0u32;
+    let mut need_reload = true;
+    let mut pending: Vec<String> = Vec::new();
+    loop {
+        // Unless a failed refresh is being retried, wait for an event; then
+        // take everything already queued as one batch.
+        let mut batch = Vec::new();
+        if !need_reload && pending.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = next_event(&mut watches) => batch.push(ev),
+            }
+        }
+        batch.extend(drain(&mut watches));
+        for ev in batch {
+            match ev {
+                WatchEvent::Resync => need_reload = true,
+                other => pending.extend(other.path().map(str::to_owned)),
+            }
+        }
+        let result = if need_reload {
+            model.reload(&zk).await
+        } else {
+            apply_all(&mut model, &zk, &pending).await
+        };
+        match result {
+            Ok(()) => {
+                failures = 0;
+                if need_reload {
+                    let (routes, functions) = model.snapshot().size();
+                    info!(routes, functions, "routing table loaded");
+                }
+                need_reload = false;
+                pending.clear();
+                table.store(Arc::new(model.snapshot()));
+                ready.send_replace(true);
+            }
+            Err(e) => {
+                // Keep serving the last snapshot; re-read everything when ZooKeeper is back.
+                failures += 1;
+                need_reload = true;
+                let delay = Duration::from_millis(100 * u64::from(failures.min(30)));
+                warn!(error = %e, retry_in = ?delay, "cannot refresh routing table");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn apply_all(model: &mut Model, zk: &Zk, paths: &[String]) -> Result<(), ZkError> {
+    for path in paths {
+        debug!(path, "applying change");
+        model.apply(zk, path).await?;
+    }
+    Ok(())
+}
+
+async fn next_event(watches: &mut [TreeWatch; 3]) -> WatchEvent {
+    let [a, b, c] = watches;
+    let ev = tokio::select! {
+        ev = a.next() => ev,
+        ev = b.next() => ev,
+        ev = c.next() => ev,
+    };
+    // A watch task only ends if the runtime is shutting down.
+    ev.unwrap_or(WatchEvent::Resync)
+}
+
+fn drain(watches: &mut [TreeWatch; 3]) -> Vec<WatchEvent> {
+    let mut out = Vec::new();
+    for w in watches.iter_mut() {
+        while let Some(ev) = w.try_next() {
+            out.push(ev);
+        }
+    }
+    out
+}
