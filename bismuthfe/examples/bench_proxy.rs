@@ -1,0 +1,257 @@
+//! Benchmark: wrk straight to a backend versus through bismuthfe.
+//!
+//! Starts a real ZooKeeper (test kit), a minimal HTTP backend standing in
+//! for bismuthd on 127.0.0.2, and the release `bismuthfe` binary; then runs
+//! wrk with 1 and with 8 keep-alive connections against each and prints a
+//! Markdown table. Run it with `bench/bismuthfe.sh` (builds first).
+
+#![allow(clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bismuth_model::{paths, ContainerState, FunctionDefinition, InvokeMode, Route};
+use bismuth_testkit::{free_port, ZooKeeper};
+use bismuth_zk::store::{backends, functions, nodes};
+use bismuth_zk::{Zk, ZkConfig};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+const NODE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let zookeeper = ZooKeeper::start()?;
+    let backend_port = free_port()?;
+    start_backend(SocketAddr::from((NODE, backend_port)));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let cid = rt.block_on(async {
+        let zk = Zk::connect(ZkConfig::new(&zookeeper.connect_string(), "bench")?).await?;
+        zk.bootstrap().await?;
+        nodes::provision(&zk, NODE).await?;
+        let def = FunctionDefinition {
+            image: "busybox".into(),
+            repo: None,
+            svc_group_id: None,
+            cpu: 1.0,
+            memory: 64 << 20,
+            svc_quotas: None,
+            invoke_mode: InvokeMode::Server(vec!["/bin/httpd".into()], 8080),
+            max_instances: 1,
+            routes: vec![Route {
+                hostname: "bench.test".into(),
+            }],
+        };
+        let f = functions::create_function(&zk, &def).await?;
+        let cid = backends::add_backend(&zk, f, NODE).await?;
+        zk.set(
+            &paths::container_status(NODE, cid),
+            &[ContainerState::Running.to_byte()],
+            None,
+        )
+        .await?;
+        anyhow::Ok(cid)
+    })?;
+
+    let fe_port = free_port()?;
+    let exe = std::env::current_exe()?;
+    let fe_bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .join("bismuthfe");
+    let mut fe = Command::new(&fe_bin)
+        .args([
+            "--zookeeper",
+            &zookeeper.connect_string(),
+            "--zookeeper-env",
+            "bench",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{fe_port}"),
+            "--backend-port",
+            &backend_port.to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .envs(
+            std::env::var("FE_WORKERS")
+                .ok()
+                .map(|w| ("TOKIO_WORKER_THREADS", w)),
+        )
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run {}: {e} (build with --release first)",
+                fe_bin.display()
+            )
+        })?;
+    let fe_addr = SocketAddr::from(([127, 0, 0, 1], fe_port));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(fe_addr, "bench.test", "/") != Some(200) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "bismuthfe did not route within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let idle_rss = rss_kib(fe.id());
+
+    let direct = format!("http://{NODE}:{backend_port}/invoke/{cid}/");
+    let through = format!("http://127.0.0.1:{fe_port}/");
+    let mut rows = Vec::new();
+    for (threads, conns) in [(1, 1), (2, 8)] {
+        let d = wrk(&direct, "direct.test", threads, conns, seconds)?;
+        let f = wrk(&through, "bench.test", threads, conns, seconds)?;
+        rows.push((conns, d, f));
+    }
+    let loaded_rss = rss_kib(fe.id());
+    let _ = fe.kill();
+    let _ = fe.wait();
+
+    println!("| connections | path | requests/s | p50 | p99 |");
+    println!("|---|---|---|---|---|");
+    for (conns, d, f) in &rows {
+        println!(
+            "| {conns} | direct to backend | {:.0} | {:.3} ms | {:.3} ms |",
+            d.rps, d.p50_ms, d.p99_ms
+        );
+        println!(
+            "| {conns} | through bismuthfe | {:.0} | {:.3} ms | {:.3} ms |",
+            f.rps, f.p50_ms, f.p99_ms
+        );
+        println!(
+            "| {conns} | **ratio / added** | **{:.2}x** throughput | **+{:.3} ms** | +{:.3} ms |",
+            f.rps / d.rps,
+            f.p50_ms - d.p50_ms,
+            f.p99_ms - d.p99_ms
+        );
+    }
+    println!();
+    println!(
+        "bismuthfe resident memory: idle {} KiB, after load {} KiB",
+        idle_rss, loaded_rss
+    );
+    Ok(())
+}
+
+struct WrkResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn wrk(url: &str, host: &str, threads: u32, conns: u32, seconds: u64) -> anyhow::Result<WrkResult> {
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-c",
+            &conns.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+        ])
+        .args(["-H", &format!("Host: {host}"), url])
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run wrk (apt-get install wrk): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+    };
+    let rps = field("Requests/sec:").and_then(|v| v.parse().ok());
+    let non_2xx = text.lines().any(|l| l.contains("Non-2xx"));
+    anyhow::ensure!(!non_2xx, "wrk saw errors:\n{text}");
+    match (
+        rps,
+        field("50%").and_then(to_ms),
+        field("99%").and_then(to_ms),
+    ) {
+        (Some(rps), Some(p50_ms), Some(p99_ms)) => Ok(WrkResult {
+            rps,
+            p50_ms,
+            p99_ms,
+        }),
+        _ => anyhow::bail!("cannot parse wrk output:\n{text}"),
+    }
+}
+
+fn to_ms(v: &str) -> Option<f64> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => return None,
+    })
+}
+
+fn status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// A minimal keep-alive HTTP server answering "ok", on its own thread.
+fn start_backend(addr: SocketAddr) {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let service = service_fn(|_req| async {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"ok",
+                        ))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+}
