@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   zookeeper            # the coordination store (Java), started by the test kit and start_all.sh
   default-jre-headless # runs ZooKeeper
+  postgresql           # svcprovider's shared backend; the test kit starts its own clusters
   git
   ca-certificates
   pkg-config

@@ -18,18 +18,13 @@ pub mod sync;
 pub mod table;
 mod trace;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bismuth_zk::Zk;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{info, warn, Instrument};
 
 pub use config::{Args, Config};
 
@@ -59,42 +54,11 @@ pub async fn run(
         config.response_timeout,
     ));
     info!(addr = %listener.local_addr()?, "bismuthfe serving");
-
-    let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new());
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    let handler = move |req, peer| {
         let proxy = Arc::clone(&proxy);
-        let service = service_fn(move |req| {
-            let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    info!("draining in-flight requests");
-    tokio::select! {
-        _ = graceful.shutdown() => info!("all connections closed"),
-        _ = tokio::time::sleep(config.shutdown_grace) => warn!("grace period over; closing remaining connections"),
-    }
+        async move { proxy.handle(req, peer).await }
+    };
+    bismuth_daemon::http::serve(listener, handler, shutdown, config.shutdown_grace).await;
     sync_task.abort();
     Ok(())
 }

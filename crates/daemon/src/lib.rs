@@ -1,6 +1,9 @@
 //! What every Bismuth daemon's `main` shares: a `tracing` subscriber filtered
 //! by `RUST_LOG` (default `info`), and a [`CancellationToken`] cancelled on
-//! SIGTERM or SIGINT, which the daemon's `run` treats as "drain and stop".
+//! SIGTERM or SIGINT, which the daemon's `run` treats as "drain and stop";
+//! and [`http::serve`], the accept loop with graceful draining.
+
+pub mod http;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;

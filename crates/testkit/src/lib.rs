@@ -2,6 +2,7 @@
 //! free port in its own temporary directory, removed when the handle drops.
 //!
 //! - [`ZooKeeper`]: a standalone ZooKeeper from the Debian `zookeeper` package.
+//! - [`Postgres`]: a PostgreSQL cluster from the Debian `postgresql` package.
 //! - [`assert_eventually!`]: poll a condition instead of sleeping.
 //! - [`free_port`]: an unused loopback port.
 //!
@@ -9,9 +10,11 @@
 //! when the test process dies, so nothing outlives a crashed test.
 
 mod eventually;
+mod postgres;
 mod process;
 mod zookeeper;
 
 pub use eventually::eventually;
+pub use postgres::Postgres;
 pub use process::free_port;
 pub use zookeeper::ZooKeeper;
