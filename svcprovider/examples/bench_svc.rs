@@ -1,0 +1,194 @@
+//! Benchmark: svcprovider start-up time, idle memory, and K/V get/set
+//! throughput on each backend (wrk, keep-alive). Run with `bench/svcprovider.sh`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bismuth_testkit::{free_port, Postgres};
+
+const TOKEN: &str = "bench-token-0123456789abcdef";
+
+fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .join("svcprovider");
+    let dir = tempfile::tempdir()?;
+    let sqlite = format!("sqlite:{}", dir.path().display());
+
+    // Start-up: spawn to first accepted connection, 25 times; exec of /bin/true as a baseline.
+    let mut startups = Vec::new();
+    let mut baseline = Vec::new();
+    for i in 0..25 {
+        let t = Instant::now();
+        Command::new("/bin/true").status()?;
+        baseline.push(t.elapsed());
+        let (mut child, addr, elapsed) = start(&bin, &sqlite, &format!("g{i}"))?;
+        startups.push(elapsed);
+        if i == 24 {
+            std::thread::sleep(Duration::from_millis(300));
+            let (rss, anon) = rss_kib(child.id());
+            println!("idle resident memory: VmRSS {rss} KiB, of which anonymous (private) {anon} KiB (SQLite store)");
+            let _ = addr;
+        }
+        child.kill()?;
+        child.wait()?;
+    }
+    startups.sort();
+    baseline.sort();
+    println!(
+        "start-up to first accepted connection: median {:.1} ms, p90 {:.1} ms (exec of /bin/true: median {:.2} ms)",
+        ms(startups[12]),
+        ms(startups[22]),
+        ms(baseline[12])
+    );
+
+    let pg = Postgres::start()?;
+    println!();
+    println!("| backend | operation | connections | ops/s | p50 | p99 |");
+    println!("|---|---|---|---|---|---|");
+    for (name, store) in [("SQLite", sqlite.clone()), ("PostgreSQL", pg.url())] {
+        let (mut child, addr, _) = start(&bin, &store, "kvbench")?;
+        let script = dir.path().join("set.lua");
+        std::fs::write(
+            &script,
+            format!(
+                "counter = 0\nbody = string.rep('x', 100)\n\
+                 request = function()\n  counter = counter + 1\n  \
+                 return wrk.format('POST', '/kv/v1/k' .. (counter % 1000), {{['Authorization'] = 'Bearer {TOKEN}'}}, body)\nend\n"
+            ),
+        )?;
+        // Seed the key the GET runs read.
+        let seed = Command::new("wrk")
+            .args(["-t1", "-c1", "-d1s", "-s"])
+            .arg(&script)
+            .arg(format!("http://{addr}/"))
+            .output()?;
+        anyhow::ensure!(seed.status.success(), "wrk failed");
+        for conns in [1, 8] {
+            let set = wrk(&addr, conns, seconds, Some(&script), "/")?;
+            let get = wrk(&addr, conns, seconds, None, "/kv/v1/k1")?;
+            println!(
+                "| {name} | set (100 B) | {conns} | {:.0} | {:.3} ms | {:.3} ms |",
+                set.0, set.1, set.2
+            );
+            println!(
+                "| {name} | get (100 B) | {conns} | {:.0} | {:.3} ms | {:.3} ms |",
+                get.0, get.1, get.2
+            );
+        }
+        child.kill()?;
+        child.wait()?;
+    }
+    Ok(())
+}
+
+fn start(
+    bin: &std::path::Path,
+    store: &str,
+    group: &str,
+) -> anyhow::Result<(Child, SocketAddr, Duration)> {
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let t = Instant::now();
+    let child = Command::new(bin)
+        .args([
+            "serve",
+            "--group",
+            group,
+            "--store",
+            store,
+            "--listen",
+            &addr.to_string(),
+        ])
+        .env("BISMUTH_AUTH", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()?;
+    loop {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok((child, addr, t.elapsed()));
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(20),
+            "svcprovider did not start"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn wrk(
+    addr: &SocketAddr,
+    conns: u32,
+    seconds: u64,
+    script: Option<&std::path::Path>,
+    path: &str,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t",
+        &conns.min(2).to_string(),
+        "-c",
+        &conns.to_string(),
+        "-d",
+        &format!("{seconds}s"),
+        "--latency",
+    ])
+    .args(["-H", &format!("Authorization: Bearer {TOKEN}")]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd.arg(format!("http://{addr}{path}")).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(!text.contains("Non-2xx"), "wrk saw errors:\n{text}");
+    let field = |prefix: &str| -> Option<String> {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+    };
+    let rps: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("bad wrk output:\n{text}"))?;
+    let p50 = field("50%").and_then(|v| to_ms(&v)).unwrap_or(f64::NAN);
+    let p99 = field("99%").and_then(|v| to_ms(&v)).unwrap_or(f64::NAN);
+    Ok((rps, p50, p99))
+}
+
+fn to_ms(v: &str) -> Option<f64> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => return None,
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// VmRSS and RssAnon of a process, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("RssAnon:"))
+}
