@@ -28,9 +28,10 @@ fail() {
 }
 
 zk_ok() {
+  # srvr (unlike ruok) only reports a Mode once the server is serving sessions.
   local reply
-  reply=$(timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ZK_PORT; printf ruok >&3; cat <&3" 2>/dev/null || true)
-  [ "$reply" = imok ]
+  reply=$(timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ZK_PORT; printf srvr >&3; cat <&3" 2>/dev/null || true)
+  [[ "$reply" == *"Mode:"* ]]
 }
 
 stop_pidfile() {

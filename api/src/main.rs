@@ -1,7 +1,16 @@
-//! `api`: not built yet (tracked as issue 5). It exits with an error rather
-//! than pretend to serve; see ARCHITECTURE.md for what it will do.
+//! `api`: parse flags, bind, serve until SIGTERM. See `lib.rs`.
 
-fn main() {
-    eprintln!("error: api is not implemented yet (issue 5); nothing was started");
-    std::process::exit(2);
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    bismuth_daemon::init_tracing();
+    let args = api::Args::parse();
+    let config = args.config()?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let shutdown = bismuth_daemon::shutdown_on_signals()?;
+    api::run(listener, config, shutdown).await
 }

@@ -22,6 +22,6 @@ pub use backend::{pack_backends, unpack_backends, Backend, BackendDecodeError, B
 pub use container::{ContainerRecord, ContainerState, RecordDecodeError};
 pub use function::{FunctionDefinition, FunctionId, GitRepo, InvokeMode, Route, SvcQuotas};
 pub use invoke_syntax::{parse_invoke_mode, InvokeSyntaxError};
-pub use node::{NodeState, NodeStateDecodeError};
+pub use node::{NodeCapacity, NodeState, NodeStateDecodeError};
 pub use validate::{FieldError, InvalidDefinition, MIN_MEMORY};
 pub use view::{BackendStatus, FunctionView};

@@ -2,6 +2,17 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
+/// What a node offers to functions, announced by its bismuthd in `/node/{ip}/alive`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeCapacity {
+    /// Cores available to functions.
+    pub cpu: f64,
+    /// Bytes of memory available to functions.
+    pub memory: u64,
+}
+
 /// Whether the api may place new containers on a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NodeState {

@@ -30,6 +30,12 @@ pub fn node(ip: Ipv4Addr) -> String {
     format!("{NODES}/{ip}")
 }
 
+/// `/node/{ip}/alive`: ephemeral, held by the node's bismuthd session; its
+/// data is the node's [`crate::NodeCapacity`] as JSON.
+pub fn node_alive(ip: Ipv4Addr) -> String {
+    format!("{NODES}/{ip}/alive")
+}
+
 /// `/node/{ip}/container`: parent of the node's containers.
 pub fn node_containers(ip: Ipv4Addr) -> String {
     format!("{NODES}/{ip}/container")
@@ -66,6 +72,7 @@ mod tests {
         assert_eq!(function_backends(id), format!("/function/{id}/backends"));
         assert_eq!(node(ip), "/node/10.1.2.3");
         assert_eq!(node_containers(ip), "/node/10.1.2.3/container");
+        assert_eq!(node_alive(ip), "/node/10.1.2.3/alive");
         assert_eq!(container(ip, id), format!("/node/10.1.2.3/container/{id}"));
         assert_eq!(
             container_status(ip, id),

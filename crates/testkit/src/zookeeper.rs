@@ -26,7 +26,7 @@ pub struct ZooKeeper {
 }
 
 impl ZooKeeper {
-    /// Starts a server and waits until it answers `ruok`.
+    /// Starts a server and waits until it serves sessions.
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("bismuth-zk-").tempdir()?;
         std::fs::create_dir(dir.path().join("data"))?;
@@ -117,7 +117,7 @@ fn spawn(dir: &Path, port: u16) -> anyhow::Result<Child> {
     let timeout = Duration::from_secs(30);
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if ruok(port) {
+        if serving(port) {
             return Ok(child);
         }
         if let Some(status) = child.try_wait()? {
@@ -154,8 +154,10 @@ fn config(data: &Path, port: u16) -> String {
     )
 }
 
-/// Sends ZooKeeper's `ruok` four-letter command.
-fn ruok(port: u16) -> bool {
+/// Whether the server is serving sessions. `ruok` answers `imok` as soon as
+/// the socket accepts, before the database is loaded; `srvr` reports "not
+/// currently serving" until the server really is.
+fn serving(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_millis(200),
@@ -164,7 +166,10 @@ fn ruok(port: u16) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut buf = String::new();
-    s.write_all(b"ruok").is_ok() && s.read_to_string(&mut buf).is_ok() && buf == "imok"
+    s.write_all(b"srvr").is_ok()
+        && s.read_to_string(&mut buf).is_ok()
+        && buf.contains("Mode:")
+        && !buf.contains("not currently serving")
 }
 
 fn tail(path: &Path) -> String {

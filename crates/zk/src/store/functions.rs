@@ -128,11 +128,7 @@ pub async fn delete_function(zk: &Zk, id: FunctionId) -> Result<(), StoreError> 
 }
 
 /// Adds the deletes of a container's status and container znodes (those that exist) to `txn`.
-pub(crate) async fn add_container_removal(
-    zk: &Zk,
-    txn: &mut Txn,
-    b: Backend,
-) -> Result<(), ZkError> {
+pub async fn add_container_removal(zk: &Zk, txn: &mut Txn, b: Backend) -> Result<(), ZkError> {
     let status = paths::container_status(b.ip, b.container_id);
     if zk.exists(&status).await? {
         txn.delete(status, None);

@@ -1,0 +1,60 @@
+//! The api: Bismuth's control plane.
+//!
+//! [`routes`] is the HTTP surface (wire-compatible with the original
+//! Bismuth API, plus `GET /function`, `GET /node` and secrets); [`deploy`]
+//! creates and redeploys functions with version-checked transactions;
+//! [`schedule`] decides placement from the [`cluster`] snapshot; every error
+//! maps to a status in [`error`]. Start at [`run`].
+
+pub mod cluster;
+pub mod config;
+pub mod deploy;
+pub mod error;
+pub mod routes;
+pub mod schedule;
+pub mod state;
+
+use std::time::Duration;
+
+use bismuth_zk::Zk;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::{Args, Config};
+
+/// Serves the API on `listener` until `shutdown`. ZooKeeper is connected in
+/// the background; until then calls answer 503.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let state = state::AppState::new(config.clone());
+    let connecting = state.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut attempt = 0u32;
+        loop {
+            match Zk::connect(config.zk.clone()).await {
+                Ok(zk) => {
+                    connecting.set_zk(zk);
+                    return;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    warn!(error = %e, attempt, "cannot reach ZooKeeper yet; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    });
+    info!(addr = %listener.local_addr()?, "api serving");
+    axum::serve(listener, routes::router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! The HTTP surface: which path and method go to which handler, and the
+//! bearer-token check in front of all but `/healthz`.
+
+mod functions;
+mod logs;
+mod nodes;
+mod secrets;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Builds the router over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "OK" }))
+        .route("/function", get(functions::list).post(functions::create))
+        .route(
+            "/function/{id}",
+            get(functions::get)
+                .put(functions::update)
+                .delete(functions::delete),
+        )
+        .route("/function/{id}/logs", get(logs::logs))
+        .route(
+            "/function/{id}/secrets/{*key}",
+            put(secrets::put).delete(secrets::delete),
+        )
+        .route("/node", get(nodes::list))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.config().auth_token {
+        if req.uri().path() != "/healthz" {
+            let given = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            let ok = given.len() == token.len()
+                && given
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if !ok {
+                return ApiError::Unauthorized.into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Parses a function id from a path; anything else is an unknown function.
+pub fn function_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::FunctionNotFound(raw.to_owned()))
+}
