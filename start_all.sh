@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a local Bismuth: installs what is missing, starts ZooKeeper (state
-# under .bismuth/), builds the binaries, bootstraps the environment and
-# provisions this host. Safe to run twice.
+# under .bismuth/), builds the binaries, bootstraps the environment,
+# provisions this host, and starts the api and bismuthfe. Safe to run twice.
 #
 #   ./start_all.sh          start (or check) everything
 #   ./start_all.sh stop     stop what this script started
@@ -43,9 +43,21 @@ stop_pidfile() {
 }
 
 if [ "${1:-}" = stop ]; then
-  stop_pidfile zookeeper
+  for d in bismuthfe api zookeeper; do stop_pidfile "$d"; done
   exit 0
 fi
+
+http_ok() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3; grep -q '200 OK' <&3" 2>/dev/null; }
+
+# start_daemon NAME PORT ARGS…: runs target/release/NAME unless its port already answers.
+start_daemon() {
+  local name=$1 port=$2; shift 2
+  if http_ok "$port"; then echo "    already running"; return; fi
+  nohup "target/release/$name" --zookeeper "$ZK" --zookeeper-env "$ENV_NAME" "$@" >"$LOGS/$name.log" 2>&1 &
+  echo $! >"$STATE/$name.pid"
+  for _ in $(seq 1 100); do http_ok "$port" && return; sleep 0.1; done
+  fail "$LOGS/$name.log"
+}
 
 step "install packages (apt, only what is missing)"
 scripts/install-deps.sh run >"$LOGS/install.log" 2>&1 || fail "$LOGS/install.log"
@@ -84,14 +96,22 @@ if ! "${CTL[@]}" provision "$NODE_IP" >"$LOGS/provision.log" 2>&1; then
   echo "    already provisioned"
 fi
 
+step "start api on 127.0.0.1:8002"
+start_daemon api 8002 --listen 127.0.0.1:8002
+
+step "start bismuthfe on 0.0.0.0:8000"
+start_daemon bismuthfe 8000 --listen 0.0.0.0:8000
+
 echo
 "${CTL[@]}" list-nodes
 cat <<MSG
 
-ZooKeeper is up and the environment '$ENV_NAME' is ready; try:
+ZooKeeper, the api (127.0.0.1:8002) and bismuthfe (:8000) are running; try:
+  curl -s localhost:8002/node
+  curl -s localhost:8002/openapi.json | head -c 300
   ${CTL[*]} list-functions
 
-Not started yet: bismuthd, bismuthfe, api and svcprovider are not built yet
-(see ARCHITECTURE.md, "Status"), so no function can be served today.
-Stop everything with: ./start_all.sh stop
+Not yet: bismuthd is not built (see ARCHITECTURE.md, "Status"), so this host
+announces no capacity, the api cannot place functions (503 "no node is enabled
+and alive") and no container runs. Logs: $LOGS. Stop: ./start_all.sh stop
 MSG

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::schedule::Candidate;
 
 /// One node, read from ZooKeeper.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct NodeView {
     /// The node's address.
     pub ip: Ipv4Addr,
@@ -35,57 +35,103 @@ pub struct NodeView {
     pub version: i32,
 }
 
-/// Reads every node with its load. Definitions are read once per function.
+/// Reads every node with its load. Uses multi-reads, so the number of
+/// round trips does not grow with the number of containers.
 pub async fn read_nodes(zk: &Zk) -> Result<Vec<NodeView>, ZkError> {
     zk.ensure_bootstrapped().await?;
-    let mut defs: HashMap<FunctionId, Option<FunctionDefinition>> = HashMap::new();
-    let mut out = Vec::new();
-    for child in zk.children(paths::NODES).await? {
-        let Ok(ip) = child.parse::<Ipv4Addr>() else {
-            continue;
-        };
-        let Some(raw) = zk.get_opt(&paths::node(ip)).await? else {
-            continue;
-        };
-        let enabled = NodeState::decode(&raw.value) == Ok(NodeState::Enabled);
-        let alive = zk.get_opt(&paths::node_alive(ip)).await?;
-        let capacity = alive
+    let ips: Vec<Ipv4Addr> = zk
+        .children(paths::NODES)
+        .await?
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    let node_paths: Vec<String> = ips
+        .iter()
+        .flat_map(|ip| [paths::node(*ip), paths::node_alive(*ip)])
+        .collect();
+    let node_data = zk.get_many(&node_paths).await?;
+    let container_lists = zk
+        .children_many(
+            &ips.iter()
+                .map(|ip| paths::node_containers(*ip))
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+
+    // Every container's record, then every distinct function's definition.
+    let mut container_paths = Vec::new();
+    for (ip, list) in ips.iter().zip(&container_lists) {
+        for c in list {
+            if let Ok(cid) = c.parse() {
+                container_paths.push((*ip, paths::container(*ip, cid)));
+            }
+        }
+    }
+    let records = zk
+        .get_many(
+            &container_paths
+                .iter()
+                .map(|(_, p)| p.clone())
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+    let mut owners: HashMap<Ipv4Addr, Vec<FunctionId>> = HashMap::new();
+    for ((ip, _), r) in container_paths.iter().zip(&records) {
+        if let Some(rec) = r
             .as_ref()
-            .and_then(|a| serde_json::from_slice::<NodeCapacity>(&a.value).ok());
+            .and_then(|r| ContainerRecord::decode(&r.value).ok())
+        {
+            owners.entry(*ip).or_default().push(rec.function_id);
+        }
+    }
+    let mut function_ids: Vec<FunctionId> = owners.values().flatten().copied().collect();
+    function_ids.sort();
+    function_ids.dedup();
+    let defs_raw = zk
+        .get_many(
+            &function_ids
+                .iter()
+                .map(|f| paths::function(*f))
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+    let defs: HashMap<FunctionId, FunctionDefinition> = function_ids
+        .iter()
+        .zip(defs_raw)
+        .filter_map(|(id, raw)| Some((*id, serde_json::from_slice(&raw?.value).ok()?)))
+        .collect();
+
+    let mut out = Vec::with_capacity(ips.len());
+    for (i, ip) in ips.iter().enumerate() {
+        let Some(raw) = &node_data[2 * i] else {
+            continue;
+        };
+        let alive = &node_data[2 * i + 1];
         let mut used = NodeCapacity {
             cpu: 0.0,
             memory: 0,
         };
         let mut functions: HashMap<FunctionId, usize> = HashMap::new();
-        let containers = zk.children_opt(&paths::node_containers(ip)).await?;
-        for c in &containers {
-            let Ok(cid) = c.parse() else { continue };
-            let Some(rec) = zk.get_opt(&paths::container(ip, cid)).await? else {
-                continue;
-            };
-            let Ok(rec) = ContainerRecord::decode(&rec.value) else {
-                continue;
-            };
-            *functions.entry(rec.function_id).or_default() += 1;
-            if let std::collections::hash_map::Entry::Vacant(slot) = defs.entry(rec.function_id) {
-                let def = zk
-                    .get_opt(&paths::function(rec.function_id))
-                    .await?
-                    .and_then(|d| serde_json::from_slice(&d.value).ok());
-                slot.insert(def);
-            }
-            if let Some(Some(def)) = defs.get(&rec.function_id) {
+        for f in owners.get(ip).into_iter().flatten() {
+            *functions.entry(*f).or_default() += 1;
+            if let Some(def) = defs.get(f) {
                 used.cpu += def.cpu;
                 used.memory += def.memory;
             }
         }
         out.push(NodeView {
-            ip,
-            state: if enabled { "enabled" } else { "drained" },
+            ip: *ip,
+            state: if NodeState::decode(&raw.value) == Ok(NodeState::Enabled) {
+                "enabled"
+            } else {
+                "drained"
+            },
             alive: alive.is_some(),
-            capacity,
+            capacity: alive
+                .as_ref()
+                .and_then(|a| serde_json::from_slice::<NodeCapacity>(&a.value).ok()),
             used,
-            containers: containers.len(),
+            containers: container_lists[i].len(),
             functions,
             version: raw.version,
         });

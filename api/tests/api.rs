@@ -681,3 +681,46 @@ async fn logs_come_from_each_backend_and_follow_streams_until_the_client_leaves(
         .await;
     }
 }
+
+#[tokio::test]
+async fn openapi_document_describes_every_routed_operation() {
+    let c = Cluster::start().await;
+    let doc = c.call(Method::GET, "/openapi.json", "").await.json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let def = &doc["components"]["schemas"]["FunctionDefinition"];
+    assert!(def["properties"]["invoke_mode"].is_object(), "{def}");
+    assert!(def["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == "image"));
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(
+        paths
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum::<usize>(),
+        api::openapi::PATHS.len()
+    );
+    for op in api::openapi::PATHS {
+        let path = op
+            .path
+            .replace("{id}", &Uuid::new_v4().to_string())
+            .replace("{key}", "k");
+        let method = Method::from_bytes(op.method.to_uppercase().as_bytes()).unwrap();
+        let r = c.call(method, &path, "").await;
+        assert_ne!(
+            r.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{} {}",
+            op.method,
+            op.path
+        );
+        assert!(
+            !r.error().contains("no such endpoint"),
+            "{} {} is documented but not routed",
+            op.method,
+            op.path
+        );
+    }
+}

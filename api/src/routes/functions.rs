@@ -37,11 +37,13 @@ pub async fn get(
 }
 
 /// One entry of `GET /function`.
-#[derive(Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Listed {
-    id: Uuid,
+    /// The function's id.
+    pub id: Uuid,
+    /// Its definition and backends.
     #[serde(flatten)]
-    view: FunctionView,
+    pub view: FunctionView,
 }
 
 /// `GET /function`: every function with its backends.

@@ -2,6 +2,7 @@
 //! bearer-token check in front of all but `/healthz`.
 
 mod functions;
+pub use functions::Listed;
 mod logs;
 mod nodes;
 mod secrets;
@@ -32,6 +33,10 @@ pub fn router(state: AppState) -> Router {
             put(secrets::put).delete(secrets::delete),
         )
         .route("/node", get(nodes::list))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(crate::openapi::document()) }),
+        )
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -39,7 +44,7 @@ pub fn router(state: AppState) -> Router {
 
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &state.config().auth_token {
-        if req.uri().path() != "/healthz" {
+        if !matches!(req.uri().path(), "/healthz" | "/openapi.json") {
             let given = req
                 .headers()
                 .get(http::header::AUTHORIZATION)

@@ -132,9 +132,12 @@ impl Cluster {
         tokio::spawn(async move {
             let mut watch = zk.watch_tree(paths::NODES);
             loop {
+                // React to changes, and rescan periodically so a read that
+                // failed under load is retried (as bismuthd's resync does).
                 tokio::select! {
                     _ = token.cancelled() => return,
                     ev = watch.next() => if ev.is_none() { return },
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
                 for ip in zk.children_opt(paths::NODES).await.unwrap_or_default() {
                     let Ok(ip) = ip.parse::<Ipv4Addr>() else {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 pub const BACKEND_LEN: usize = 4 + 16;
 
 /// One container serving a function, and the node it runs on.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Backend {
     /// The node (bismuthd host) the container runs on.

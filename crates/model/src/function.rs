@@ -12,6 +12,7 @@ pub type FunctionId = Uuid;
 /// Serialized exactly as DESIGN.md shows, e.g.
 /// `{"image": "…", "repo": ["url", "branch"], "invoke_mode": {"Server": [["argv"], 8000]}, …}`.
 /// Unknown fields are rejected so a typo (`"memroy"`) is an error, not a silent default.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionDefinition {
@@ -65,6 +66,7 @@ impl FunctionDefinition {
 }
 
 /// A git repository and the branch to check out: `["url", "branch"]` on the wire.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitRepo(pub String, pub String);
 
@@ -81,6 +83,7 @@ impl GitRepo {
 }
 
 /// How an invocation reaches the function's code.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InvokeMode {
     /// One process per request: request body on stdin, stdout is the response.
@@ -99,6 +102,7 @@ impl InvokeMode {
 }
 
 /// A hostname routed to the function: `{"hostname": "…"}`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
@@ -107,6 +111,7 @@ pub struct Route {
 }
 
 /// Storage limits for a service group; an absent field means unlimited.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SvcQuotas {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Backend, ContainerState, FunctionDefinition};
 
 /// `{"definition": {…}, "backends": [{"backend": {…}, "status": "Running"}]}`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FunctionView {
     /// The stored definition.
@@ -15,6 +16,7 @@ pub struct FunctionView {
 }
 
 /// One backend and its container's state.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendStatus {
     /// Where it runs.

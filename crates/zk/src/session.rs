@@ -25,6 +25,9 @@ pub struct Versioned<T> {
     pub version: i32,
 }
 
+/// Paths per multi-read request (keeps responses well under ZooKeeper's 1 MB limit).
+const MULTI_READ_CHUNK: usize = 500;
+
 /// A shared ZooKeeper handle for one environment; clones share the session.
 #[derive(Clone, Debug)]
 pub struct Zk {
@@ -35,6 +38,8 @@ pub struct Zk {
 struct Inner {
     config: ZkConfig,
     client: Mutex<zkc::Client>,
+    /// Set once the environment's top-level znodes were seen; they are never removed.
+    bootstrapped: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn persistent() -> zkc::CreateOptions<'static> {
@@ -56,6 +61,7 @@ impl Zk {
             inner: Arc::new(Inner {
                 config,
                 client: Mutex::new(client),
+                bootstrapped: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -100,6 +106,10 @@ impl Zk {
 
     /// Fails with [`ZkError::NotBootstrapped`] unless `bismuthctl bootstrap` has run.
     pub async fn ensure_bootstrapped(&self) -> Result<(), ZkError> {
+        use std::sync::atomic::Ordering;
+        if self.inner.bootstrapped.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         for path in bismuth_model::paths::ROOTS {
             if !self.exists(path).await? {
                 return Err(ZkError::NotBootstrapped {
@@ -107,6 +117,7 @@ impl Zk {
                 });
             }
         }
+        self.inner.bootstrapped.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -160,6 +171,89 @@ impl Zk {
             Err(ZkError::NoNode { .. }) => Ok(Vec::new()),
             other => other,
         }
+    }
+
+    /// Reads many znodes in few round trips (multi-read, 500 paths each);
+    /// `None` for those that do not exist. Results are in `paths` order.
+    pub async fn get_many(
+        &self,
+        paths: &[String],
+    ) -> Result<Vec<Option<Versioned<Vec<u8>>>>, ZkError> {
+        let client = self.client().await?;
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(MULTI_READ_CHUNK) {
+            let mut reader = client.new_multi_reader();
+            for p in chunk {
+                reader
+                    .add_get_data(p)
+                    .map_err(|e| ZkError::from_client("get", p, e))?;
+            }
+            let results = reader
+                .commit()
+                .await
+                .map_err(|e| ZkError::from_client("multi-read", &chunk[0], e))?;
+            for (p, r) in chunk.iter().zip(results) {
+                out.push(match r {
+                    zkc::MultiReadResult::Data { data, stat } => Some(Versioned {
+                        value: data,
+                        version: stat.version,
+                    }),
+                    zkc::MultiReadResult::Error {
+                        err: zkc::Error::NoNode,
+                    } => None,
+                    zkc::MultiReadResult::Error { err } => {
+                        return Err(ZkError::from_client("get", p, err))
+                    }
+                    other => {
+                        return Err(ZkError::Corrupt {
+                            path: p.clone(),
+                            reason: format!("unexpected multi-read result {other:?}"),
+                        })
+                    }
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists the children of many znodes in few round trips; a missing znode
+    /// has no children. Results are in `paths` order, each sorted.
+    pub async fn children_many(&self, paths: &[String]) -> Result<Vec<Vec<String>>, ZkError> {
+        let client = self.client().await?;
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(MULTI_READ_CHUNK) {
+            let mut reader = client.new_multi_reader();
+            for p in chunk {
+                reader
+                    .add_get_children(p)
+                    .map_err(|e| ZkError::from_client("list", p, e))?;
+            }
+            let results = reader
+                .commit()
+                .await
+                .map_err(|e| ZkError::from_client("multi-read", &chunk[0], e))?;
+            for (p, r) in chunk.iter().zip(results) {
+                out.push(match r {
+                    zkc::MultiReadResult::Children { mut children } => {
+                        children.sort();
+                        children
+                    }
+                    zkc::MultiReadResult::Error {
+                        err: zkc::Error::NoNode,
+                    } => Vec::new(),
+                    zkc::MultiReadResult::Error { err } => {
+                        return Err(ZkError::from_client("list", p, err))
+                    }
+                    other => {
+                        return Err(ZkError::Corrupt {
+                            path: p.clone(),
+                            reason: format!("unexpected multi-read result {other:?}"),
+                        })
+                    }
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Creates a persistent znode.
