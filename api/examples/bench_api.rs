@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bismuth_model::{paths, FunctionDefinition, NodeCapacity};
-use bismuth_testkit::{free_port, ZooKeeper};
+use bismuth_testkit::{bench, free_port, ZooKeeper};
 use bismuth_zk::store::{functions, nodes};
 use bismuth_zk::{Zk, ZkConfig};
 use bytes::Bytes;
@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "api did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let idle = rss_kib(api.id());
+    let idle = bench::rss_kib(api.id()).0;
 
     // Baseline: the same function written straight to ZooKeeper (no scheduling).
     let def: FunctionDefinition = serde_json::from_str(DEF)?;
@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         t.await?;
     }
     let concurrent_rate = (n / 8 * 8) as f64 / t0.elapsed().as_secs_f64();
-    let loaded = rss_kib(api.id());
+    let loaded = bench::rss_kib(api.id()).0;
     let _ = api.kill();
     let _ = api.wait();
 
@@ -151,15 +151,4 @@ fn pct(v: &mut [Duration]) -> (f64, f64) {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     (ms(v[v.len() / 2]), ms(v[v.len() * 99 / 100]))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -14,9 +14,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bismuth_model::{
-    paths, Backend, ContainerRecord, ContainerState, FunctionDefinition, FunctionId, FunctionView,
-};
+use bismuth_model::{paths, Backend, ContainerState, FunctionDefinition, FunctionId, FunctionView};
 use bismuth_zk::store::{backends, functions};
 use bismuth_zk::{Txn, Versioned, Zk, ZkError};
 use tracing::{info, warn};
@@ -55,20 +53,22 @@ async fn plan_instances(
             txn.set(paths::node(ip), state.to_vec(), Some(node.version));
         }
         let container_id = Uuid::new_v4();
-        txn.create(
-            paths::container(ip, container_id),
-            ContainerRecord {
-                function_id: function,
-            }
-            .encode(),
-        )
-        .create(
-            paths::container_status(ip, container_id),
-            vec![ContainerState::Invalid.to_byte()],
-        );
+        functions::add_container_creation(txn, Backend { ip, container_id }, function);
         added.push(Backend { ip, container_id });
     }
     Ok(added)
+}
+
+/// The 409 for a route znode that already existed.
+async fn route_taken(zk: &Zk, path: &str) -> ApiError {
+    let hostname = path[paths::ROUTES.len() + 1..].to_owned();
+    match functions::route_owner(zk, &hostname).await {
+        Ok(owner) => ApiError::RouteTaken {
+            hostname,
+            owner: owner.unwrap_or_default(),
+        },
+        Err(e) => e.into(),
+    }
 }
 
 fn retryable(e: &ZkError) -> bool {
@@ -99,11 +99,7 @@ pub async fn create(zk: &Zk, def: &FunctionDefinition) -> Result<FunctionId, Api
                 return Ok(id);
             }
             Err(ZkError::NodeExists { path }) if path.starts_with(paths::ROUTES) => {
-                let hostname = path[paths::ROUTES.len() + 1..].to_owned();
-                let owner = functions::route_owner(zk, &hostname)
-                    .await?
-                    .unwrap_or_default();
-                return Err(ApiError::RouteTaken { hostname, owner });
+                return Err(route_taken(zk, &path).await);
             }
             Err(e) if retryable(&e) => backoff(attempt).await,
             Err(e) => return Err(e.into()),
@@ -151,9 +147,17 @@ pub async fn redeploy(
     // Step 1: new containers beside the old ones (and the new definition).
     let (old_def, old, added) = add_new_instances(zk, id, new_def.as_ref()).await?;
 
-    // Step 2: wait for one of them to be Running.
+    // Step 2: wait for one of them to be Running. A concurrent redeploy of
+    // the same function may replace ours first (it counts our containers as
+    // old); then ours is superseded by a newer deploy and there is nothing
+    // left for us to do.
     let deadline = tokio::time::Instant::now() + timeout;
     let running = loop {
+        let listed = functions::get_backends(zk, id).await?.value;
+        if !added.iter().any(|b| listed.contains(b)) {
+            info!(function = %id, "redeploy superseded by a concurrent one");
+            return Ok(functions::describe_function(zk, id).await?);
+        }
         let mut failed = 0;
         let mut up = false;
         for b in &added {
@@ -215,11 +219,7 @@ async fn add_new_instances(
         match zk.commit(&txn).await {
             Ok(()) => return Ok((new_def.map(|_| current.value), list.value, added)),
             Err(ZkError::NodeExists { path }) if path.starts_with(paths::ROUTES) => {
-                let hostname = path[paths::ROUTES.len() + 1..].to_owned();
-                let owner = functions::route_owner(zk, &hostname)
-                    .await?
-                    .unwrap_or_default();
-                return Err(ApiError::RouteTaken { hostname, owner });
+                return Err(route_taken(zk, &path).await);
             }
             Err(e) if retryable(&e) => backoff(attempt).await,
             Err(e) => return Err(e.into()),

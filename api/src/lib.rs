@@ -15,12 +15,10 @@ pub mod routes;
 pub mod schedule;
 pub mod state;
 
-use std::time::Duration;
-
 use bismuth_zk::Zk;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 pub use config::{Args, Config};
 
@@ -35,22 +33,8 @@ pub async fn run(
     let connecting = state.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let mut attempt = 0u32;
-        loop {
-            match Zk::connect(config.zk.clone()).await {
-                Ok(zk) => {
-                    connecting.set_zk(zk);
-                    return;
-                }
-                Err(e) => {
-                    attempt += 1;
-                    warn!(error = %e, attempt, "cannot reach ZooKeeper yet; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
-                }
-            }
+        if let Some(zk) = Zk::connect_retrying(config.zk.clone(), &stop).await {
+            connecting.set_zk(zk);
         }
     });
     info!(addr = %listener.local_addr()?, "api serving");

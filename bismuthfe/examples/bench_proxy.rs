@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bismuth_model::{paths, ContainerState, FunctionDefinition, InvokeMode, Route};
+use bismuth_testkit::bench::{self, WrkStats};
 use bismuth_testkit::{free_port, ZooKeeper};
 use bismuth_zk::store::{backends, functions, nodes};
 use bismuth_zk::{Zk, ZkConfig};
@@ -107,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let idle_rss = rss_kib(fe.id());
+    let idle_rss = bench::rss_kib(fe.id()).0;
 
     let direct = format!("http://{NODE}:{backend_port}/invoke/{cid}/");
     let through = format!("http://127.0.0.1:{fe_port}/");
@@ -117,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         let f = wrk(&through, "bench.test", threads, conns, seconds)?;
         rows.push((conns, d, f));
     }
-    let loaded_rss = rss_kib(fe.id());
+    let loaded_rss = bench::rss_kib(fe.id()).0;
     let _ = fe.kill();
     let _ = fe.wait();
 
@@ -147,60 +148,18 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct WrkResult {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-fn wrk(url: &str, host: &str, threads: u32, conns: u32, seconds: u64) -> anyhow::Result<WrkResult> {
-    let out = Command::new("wrk")
-        .args([
-            "-t",
-            &threads.to_string(),
-            "-c",
-            &conns.to_string(),
-            "-d",
-            &format!("{seconds}s"),
-            "--latency",
-        ])
-        .args(["-H", &format!("Host: {host}"), url])
-        .output()
-        .map_err(|e| anyhow::anyhow!("cannot run wrk (apt-get install wrk): {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |prefix: &str| -> Option<&str> {
-        text.lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.split_whitespace().nth(1))
-    };
-    let rps = field("Requests/sec:").and_then(|v| v.parse().ok());
-    let non_2xx = text.lines().any(|l| l.contains("Non-2xx"));
-    anyhow::ensure!(!non_2xx, "wrk saw errors:\n{text}");
-    match (
-        rps,
-        field("50%").and_then(to_ms),
-        field("99%").and_then(to_ms),
-    ) {
-        (Some(rps), Some(p50_ms), Some(p99_ms)) => Ok(WrkResult {
-            rps,
-            p50_ms,
-            p99_ms,
-        }),
-        _ => anyhow::bail!("cannot parse wrk output:\n{text}"),
-    }
-}
-
-fn to_ms(v: &str) -> Option<f64> {
-    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
-    let (n, unit) = v.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    Some(match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        _ => return None,
-    })
+fn wrk(url: &str, host: &str, threads: u32, conns: u32, seconds: u64) -> anyhow::Result<WrkStats> {
+    bench::wrk(&[
+        "-t".into(),
+        threads.to_string(),
+        "-c".into(),
+        conns.to_string(),
+        "-d".into(),
+        format!("{seconds}s"),
+        "-H".into(),
+        format!("Host: {host}"),
+        url.to_owned(),
+    ])
 }
 
 fn status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
@@ -214,17 +173,6 @@ fn status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     buf.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 /// A minimal keep-alive HTTP server answering "ok", on its own thread.

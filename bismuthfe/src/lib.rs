@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 use bismuth_zk::Zk;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
 pub use config::{Args, Config};
 
@@ -70,19 +70,8 @@ async fn sync_forever(
     ready: tokio::sync::watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
-    let mut attempt = 0u32;
-    let zk = loop {
-        match Zk::connect(config.zk.clone()).await {
-            Ok(zk) => break zk,
-            Err(e) => {
-                attempt += 1;
-                warn!(error = %e, attempt, "cannot reach ZooKeeper yet; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
-                }
-            }
-        }
+    let Some(zk) = Zk::connect_retrying(config.zk.clone(), &shutdown).await else {
+        return;
     };
     sync::run(zk, table, ready, shutdown).await;
 }

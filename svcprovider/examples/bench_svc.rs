@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bismuth_testkit::{free_port, Postgres};
+use bismuth_testkit::{bench, free_port, Postgres};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 
@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
         startups.push(elapsed);
         if i == 24 {
             std::thread::sleep(Duration::from_millis(300));
-            let (rss, anon) = rss_kib(child.id());
+            let (rss, anon) = bench::rss_kib(child.id());
             println!("idle resident memory: VmRSS {rss} KiB, of which anonymous (private) {anon} KiB (SQLite store)");
             let _ = addr;
         }
@@ -133,62 +133,25 @@ fn wrk(
     script: Option<&std::path::Path>,
     path: &str,
 ) -> anyhow::Result<(f64, f64, f64)> {
-    let mut cmd = Command::new("wrk");
-    cmd.args([
-        "-t",
-        &conns.min(2).to_string(),
-        "-c",
-        &conns.to_string(),
-        "-d",
-        &format!("{seconds}s"),
-        "--latency",
-    ])
-    .args(["-H", &format!("Authorization: Bearer {TOKEN}")]);
+    let mut args = vec![
+        "-t".to_owned(),
+        conns.min(2).to_string(),
+        "-c".into(),
+        conns.to_string(),
+        "-d".into(),
+        format!("{seconds}s"),
+        "-H".into(),
+        format!("Authorization: Bearer {TOKEN}"),
+    ];
     if let Some(s) = script {
-        cmd.arg("-s").arg(s);
+        args.push("-s".into());
+        args.push(s.display().to_string());
     }
-    let out = cmd.arg(format!("http://{addr}{path}")).output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    anyhow::ensure!(!text.contains("Non-2xx"), "wrk saw errors:\n{text}");
-    let field = |prefix: &str| -> Option<String> {
-        text.lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-    };
-    let rps: f64 = field("Requests/sec:")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("bad wrk output:\n{text}"))?;
-    let p50 = field("50%").and_then(|v| to_ms(&v)).unwrap_or(f64::NAN);
-    let p99 = field("99%").and_then(|v| to_ms(&v)).unwrap_or(f64::NAN);
-    Ok((rps, p50, p99))
-}
-
-fn to_ms(v: &str) -> Option<f64> {
-    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
-    let (n, unit) = v.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    Some(match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        _ => return None,
-    })
+    args.push(format!("http://{addr}{path}"));
+    let stats = bench::wrk(&args)?;
+    Ok((stats.rps, stats.p50_ms, stats.p99_ms))
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// VmRSS and RssAnon of a process, in KiB.
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("RssAnon:"))
 }

@@ -9,6 +9,7 @@
 //! Servers are killed when their handle drops, and also (via `PR_SET_PDEATHSIG`)
 //! when the test process dies, so nothing outlives a crashed test.
 
+pub mod bench;
 mod eventually;
 mod postgres;
 mod process;

@@ -66,6 +66,29 @@ impl Zk {
         })
     }
 
+    /// Connects like [`Zk::connect`], retrying every 500 ms until ZooKeeper
+    /// answers; `None` if `shutdown` is cancelled first. For daemons that
+    /// start before ZooKeeper is reachable.
+    pub async fn connect_retrying(
+        config: ZkConfig,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<Zk> {
+        let mut attempt = 0u32;
+        loop {
+            match Zk::connect(config.clone()).await {
+                Ok(zk) => return Some(zk),
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "cannot reach ZooKeeper yet; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
+
     /// The configuration this handle was made from.
     pub fn config(&self) -> &ZkConfig {
         &self.inner.config

@@ -2,10 +2,10 @@
 
 use std::net::Ipv4Addr;
 
-use bismuth_model::{paths, Backend, ContainerRecord, ContainerState, FunctionId};
+use bismuth_model::{paths, Backend, ContainerState, FunctionId};
 use uuid::Uuid;
 
-use super::functions::{add_container_removal, get_backends, set_backends};
+use super::functions::{add_container_creation, add_container_removal, get_backends, set_backends};
 use super::{get_decoded, StoreError};
 use crate::{Txn, Zk, ZkError};
 
@@ -22,17 +22,7 @@ pub async fn add_backend(zk: &Zk, function: FunctionId, ip: Ipv4Addr) -> Result<
         let mut list = backends.value.clone();
         list.push(Backend { ip, container_id });
         let mut txn = Txn::new();
-        txn.create(
-            paths::container(ip, container_id),
-            ContainerRecord {
-                function_id: function,
-            }
-            .encode(),
-        )
-        .create(
-            paths::container_status(ip, container_id),
-            vec![ContainerState::Invalid.to_byte()],
-        );
+        add_container_creation(&mut txn, Backend { ip, container_id }, function);
         set_backends(&mut txn, function, &list, backends.version);
         match zk.commit(&txn).await {
             Ok(()) => return Ok(container_id),

@@ -127,6 +127,22 @@ pub async fn delete_function(zk: &Zk, id: FunctionId) -> Result<(), StoreError> 
     .into())
 }
 
+/// Adds the creation of a container's znode (its function id) and its status
+/// (Invalid: no bismuthd has picked it up yet) to `txn`.
+pub fn add_container_creation(txn: &mut Txn, b: Backend, function: FunctionId) {
+    txn.create(
+        paths::container(b.ip, b.container_id),
+        bismuth_model::ContainerRecord {
+            function_id: function,
+        }
+        .encode(),
+    )
+    .create(
+        paths::container_status(b.ip, b.container_id),
+        vec![ContainerState::Invalid.to_byte()],
+    );
+}
+
 /// Adds the deletes of a container's status and container znodes (those that exist) to `txn`.
 pub async fn add_container_removal(zk: &Zk, txn: &mut Txn, b: Backend) -> Result<(), ZkError> {
     let status = paths::container_status(b.ip, b.container_id);
