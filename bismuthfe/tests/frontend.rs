@@ -421,3 +421,61 @@ async fn keeps_serving_and_updating_across_a_zookeeper_restart() {
     cluster.backend(second, NODE_A, Running).await;
     wait_status(&cluster, "/", "after-restart.test", StatusCode::OK).await;
 }
+
+#[tokio::test]
+async fn a_request_whose_body_was_sent_is_not_replayed() {
+    let cluster = Cluster::start().await;
+    let good = cluster.stand_in(NODE_A).await;
+    // NODE_B accepts, reads the whole request, then drops the connection without answering.
+    let dropper = tokio::net::TcpListener::bind((NODE_B, cluster.backend_port))
+        .await
+        .unwrap();
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = dropped.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let (mut s, _) = dropper.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let _ = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await;
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let f = cluster.function(&["replay.test"]).await;
+    cluster.backend(f, NODE_A, Running).await;
+    wait_status(&cluster, "/", "replay.test", StatusCode::OK).await;
+    cluster.backend(f, NODE_B, Running).await;
+
+    // POST from many clients until one is sent to NODE_B (ranked first for
+    // it): that one must get a 502, its body not sent again to NODE_A.
+    eventually("a POST to reach the dropping backend", WAIT, || async {
+        for i in 1..=60u8 {
+            let client = client_from(Ipv4Addr::new(127, 0, 4, i));
+            let before = dropped.load(std::sync::atomic::Ordering::SeqCst);
+            let req = Request::post(cluster.url("/count"))
+                .header("host", "replay.test")
+                .body(http_body_util::Full::new(Bytes::from_static(b"payload")))
+                .unwrap();
+            let resp = client.request(req).await.unwrap();
+            if dropped.load(std::sync::atomic::Ordering::SeqCst) == before {
+                assert_eq!(resp.status(), StatusCode::OK, "served by the good backend");
+                continue;
+            }
+            assert_eq!(
+                resp.status(),
+                StatusCode::BAD_GATEWAY,
+                "a sent body must not be replayed"
+            );
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(
+                String::from_utf8_lossy(&body).contains("failed"),
+                "{body:?}"
+            );
+            return Some(());
+        }
+        None
+    })
+    .await;
+    drop(good);
+}
