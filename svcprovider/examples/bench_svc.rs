@@ -17,11 +17,16 @@ fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap()
-        .join("svcprovider");
+    // The binary under test: SVCPROVIDER_BIN, else the one next to this example's profile.
+    let bin = std::env::var_os("SVCPROVIDER_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            exe.parent()
+                .and_then(|p| p.parent())
+                .unwrap()
+                .join("svcprovider")
+        });
+    println!("binary: {}", bin.display());
     let dir = tempfile::tempdir()?;
     let sqlite = format!("sqlite:{}", dir.path().display());
 
