@@ -46,14 +46,55 @@ impl Model {
         RoutingTable::new(self.routes.clone(), running)
     }
 
+    /// Re-reads everything with batched multi-reads: a handful of round trips
+    /// however many routes, functions and backends there are.
     async fn reload(&mut self, zk: &Zk) -> Result<(), ZkError> {
         let mut fresh = Model::default();
-        for host in zk.children_opt(paths::ROUTES).await? {
-            fresh.refresh_route(zk, &host).await?;
+        let hosts = zk.children_opt(paths::ROUTES).await?;
+        let route_data = zk
+            .get_many(&hosts.iter().map(|h| paths::route(h)).collect::<Vec<_>>())
+            .await?;
+        for (host, raw) in hosts.into_iter().zip(route_data) {
+            match raw.map(|r| decode_function_id(&r.value)) {
+                Some(Ok(id)) => {
+                    fresh.routes.insert(host, id);
+                }
+                Some(Err(reason)) => warn!(route = host, %reason, "ignoring unreadable route"),
+                None => {}
+            }
         }
-        for child in zk.children_opt(paths::FUNCTIONS).await? {
-            if let Ok(id) = child.parse() {
-                fresh.refresh_function(zk, id).await?;
+        let ids: Vec<FunctionId> = zk
+            .children_opt(paths::FUNCTIONS)
+            .await?
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        let lists = zk
+            .get_many(
+                &ids.iter()
+                    .map(|id| paths::function_backends(*id))
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+        for (id, raw) in ids.into_iter().zip(lists) {
+            let Some(raw) = raw else { continue };
+            let list = unpack_backends(&raw.value).unwrap_or_else(|e| {
+                warn!(function = %id, error = %e, "ignoring unreadable backend list");
+                Vec::new()
+            });
+            fresh.backends.insert(id, list);
+        }
+        let all: Vec<Backend> = fresh.backends.values().flatten().copied().collect();
+        let states = zk
+            .get_many(
+                &all.iter()
+                    .map(|b| paths::container_status(b.ip, b.container_id))
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+        for (b, raw) in all.into_iter().zip(states) {
+            if let Some(state) = raw.and_then(|r| ContainerState::decode(&r.value)) {
+                fresh.states.insert((b.ip, b.container_id), state);
             }
         }
         *self = fresh;
