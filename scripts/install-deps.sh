@@ -7,6 +7,8 @@ packages=(
   zookeeper            # the coordination store (Java), started by the test kit and start_all.sh
   default-jre-headless # runs ZooKeeper
   postgresql           # svcprovider's shared backend; the test kit starts its own clusters
+  containerd runc      # the container runtime bismuthd drives; the test kit starts its own containerd
+  busybox-static       # the test image is built from it
   git
   ca-certificates
   pkg-config

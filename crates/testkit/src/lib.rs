@@ -3,6 +3,8 @@
 //!
 //! - [`ZooKeeper`]: a standalone ZooKeeper from the Debian `zookeeper` package.
 //! - [`Postgres`]: a PostgreSQL cluster from the Debian `postgresql` package.
+//! - [`Containerd`]: containerd with its own root, state and socket; and
+//!   [`images`], test images built from Debian packages (no registry).
 //! - [`assert_eventually!`]: poll a condition instead of sleeping.
 //! - [`free_port`]: an unused loopback port.
 //!
@@ -10,11 +12,14 @@
 //! when the test process dies, so nothing outlives a crashed test.
 
 pub mod bench;
+mod containerd;
 mod eventually;
+pub mod images;
 mod postgres;
 mod process;
 mod zookeeper;
 
+pub use containerd::Containerd;
 pub use eventually::eventually;
 pub use postgres::Postgres;
 pub use process::free_port;

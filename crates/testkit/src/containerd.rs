@@ -1,0 +1,164 @@
+//! A real containerd for one test: its own root, state, socket and config
+//! in a temporary directory (the CRI plugin off). Dropping it kills every
+//! task it ran, containerd and its shims, and unmounts what it mounted, so
+//! nothing outlives the test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::process::die_with_parent;
+
+/// A running containerd; stopped and cleaned up on drop.
+#[derive(Debug)]
+pub struct Containerd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Starts containerd and waits until it answers `ctr version`.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("bismuth-ctd-").tempdir()?;
+        let d = dir.path();
+        let config = d.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\n\
+                 root = \"{root}\"\n\
+                 state = \"{state}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{sock}\"\n\
+                 [ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+                 [debug]\n  address = \"\"\n\
+                 [metrics]\n  address = \"\"\n",
+                root = d.join("root").display(),
+                state = d.join("state").display(),
+                sock = d.join("containerd.sock").display(),
+            ),
+        )?;
+        let log = std::fs::File::create(d.join("containerd.log"))?;
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        die_with_parent(&mut cmd);
+        let child = cmd
+            .spawn()
+            .context("failed to run containerd (is the Debian 'containerd' package installed?)")?;
+        let mut ctd = Containerd {
+            child: Some(child),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if ctd
+                .ctr("default", &["version"])
+                .is_ok_and(|o| o.status.success())
+            {
+                return Ok(ctd);
+            }
+            if let Some(status) = ctd.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("containerd exited with {status}: {}", ctd.log_tail());
+            }
+            if Instant::now() > deadline {
+                bail!("containerd did not answer within 30 s: {}", ctd.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The gRPC socket, for `--containerd`.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    /// The directory holding root, state and socket.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `ctr --address SOCKET --namespace NS ARGS…`.
+    pub fn ctr(&self, namespace: &str, args: &[&str]) -> std::io::Result<Output> {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", namespace])
+            .args(args)
+            .output()
+    }
+
+    fn log_tail(&self) -> String {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Kills every task in every namespace, then containerd and its shims,
+    /// then unmounts anything left under the directory.
+    pub fn stop(&mut self) {
+        if self.child.is_some() {
+            let stdout = |o: std::io::Result<Output>| {
+                o.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            };
+            for ns in stdout(self.ctr("default", &["namespaces", "ls", "-q"])).lines() {
+                for task in stdout(self.ctr(ns, &["tasks", "ls", "-q"])).lines() {
+                    let _ = self.ctr(ns, &["tasks", "kill", "-s", "SIGKILL", task]);
+                    let _ = self.ctr(ns, &["tasks", "delete", "--force", task]);
+                }
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        kill_processes_mentioning(&self.socket());
+        unmount_below(self.dir.path());
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// SIGKILLs every process whose command line mentions `needle` (the shims
+/// are started with `-address SOCKET`).
+fn kill_processes_mentioning(needle: &Path) {
+    let needle = needle.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// Lazily unmounts every mount point below `dir`, deepest first.
+fn unmount_below(dir: &Path) {
+    let prefix = dir.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").args(["-l", p]).status();
+    }
+}
