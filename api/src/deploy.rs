@@ -71,6 +71,11 @@ async fn route_taken(zk: &Zk, path: &str) -> ApiError {
     }
 }
 
+/// The 503 after [`ATTEMPTS`] lost version races in a row.
+fn contended() -> ApiError {
+    ApiError::Unavailable("too many concurrent changes; try again".into())
+}
+
 fn retryable(e: &ZkError) -> bool {
     matches!(
         e,
@@ -101,13 +106,11 @@ pub async fn create(zk: &Zk, def: &FunctionDefinition) -> Result<FunctionId, Api
             Err(ZkError::NodeExists { path }) if path.starts_with(paths::ROUTES) => {
                 return Err(route_taken(zk, &path).await);
             }
-            Err(e) if retryable(&e) => backoff(attempt).await,
+            Err(e) if retryable(&e) => bismuth_zk::backoff(attempt).await,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::Unavailable(
-        "too many concurrent changes; try again".into(),
-    ))
+    Err(contended())
 }
 
 /// Adds the route changes from `from` to `to` for function `id` to `txn`.
@@ -221,13 +224,11 @@ async fn add_new_instances(
             Err(ZkError::NodeExists { path }) if path.starts_with(paths::ROUTES) => {
                 return Err(route_taken(zk, &path).await);
             }
-            Err(e) if retryable(&e) => backoff(attempt).await,
+            Err(e) if retryable(&e) => bismuth_zk::backoff(attempt).await,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::Unavailable(
-        "too many concurrent changes; try again".into(),
-    ))
+    Err(contended())
 }
 
 /// Removes `remove` from the function's backends and deletes their znodes.
@@ -251,13 +252,11 @@ async fn remove_backends(zk: &Zk, id: FunctionId, remove: &[Backend]) -> Result<
         }
         match zk.commit(&txn).await {
             Ok(()) => return Ok(()),
-            Err(e) if retryable(&e) => backoff(attempt).await,
+            Err(e) if retryable(&e) => bismuth_zk::backoff(attempt).await,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::Unavailable(
-        "too many concurrent changes; try again".into(),
-    ))
+    Err(contended())
 }
 
 /// Puts the old definition (and its routes) back, unless someone changed it since.
@@ -283,12 +282,6 @@ async fn restore_definition(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-async fn backoff(attempt: u32) {
-    let base = 5u64 << attempt.min(6);
-    let jitter = u64::from(Uuid::new_v4().as_bytes()[0]) % (base + 1);
-    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
 }
 
 /// For `GET /node`: the nodes' views.

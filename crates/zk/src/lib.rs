@@ -21,6 +21,6 @@ mod watch;
 
 pub use config::{ConfigError, ZkArgs, ZkConfig};
 pub use error::ZkError;
-pub use session::{Versioned, Zk};
+pub use session::{backoff, Versioned, Zk};
 pub use txn::Txn;
 pub use watch::{TreeWatch, WatchEvent};

@@ -358,8 +358,9 @@ impl Zk {
     }
 }
 
-/// Sleeps a short, jittered, growing time before retrying a lost race.
-pub(crate) async fn backoff(attempt: u32) {
+/// Sleeps a short, jittered, growing time (5 ms doubling to 320 ms, plus up
+/// to as much again) before retrying a lost optimistic-concurrency race.
+pub async fn backoff(attempt: u32) {
     let base = 5u64 << attempt.min(6);
     let jitter = rand::random::<u64>() % (base + 1);
     tokio::time::sleep(Duration::from_millis(base + jitter)).await;
