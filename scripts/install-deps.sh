@@ -8,7 +8,12 @@ packages=(
   default-jre-headless # runs ZooKeeper
   postgresql           # svcprovider's shared backend; the test kit starts its own clusters
   containerd runc      # the container runtime bismuthd drives; the test kit starts its own containerd
-  busybox-static       # the test image is built from it
+  busybox-static       # the busybox test image is built from it
+  debootstrap          # builds the Python test image's Debian rootfs
+  docker-registry skopeo # a local OCI registry for pull tests, and pushing archives into it
+  protobuf-compiler    # containerd-client compiles containerd's gRPC definitions
+  iproute2 nftables    # container network namespaces, veths and isolation rules
+  libc6-dev            # static libc for bismuth-runner (it runs inside any image)
   git
   ca-certificates
   pkg-config

@@ -5,6 +5,7 @@
 //! - [`Postgres`]: a PostgreSQL cluster from the Debian `postgresql` package.
 //! - [`Containerd`]: containerd with its own root, state and socket; and
 //!   [`images`], test images built from Debian packages (no registry).
+//! - [`Registry`]: an OCI registry (`docker-registry`) fed by `skopeo`.
 //! - [`assert_eventually!`]: poll a condition instead of sleeping.
 //! - [`free_port`]: an unused loopback port.
 //!
@@ -17,10 +18,12 @@ mod eventually;
 pub mod images;
 mod postgres;
 mod process;
+mod registry;
 mod zookeeper;
 
 pub use containerd::Containerd;
 pub use eventually::eventually;
 pub use postgres::Postgres;
 pub use process::free_port;
+pub use registry::Registry;
 pub use zookeeper::ZooKeeper;
