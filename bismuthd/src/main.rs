@@ -1,7 +1,16 @@
-//! `bismuthd`: not built yet (tracked as issue 3). It exits with an error rather
-//! than pretend to serve; see ARCHITECTURE.md for what it will do.
+//! `bismuthd`: parse flags, bind, run until SIGTERM. See `lib.rs`.
 
-fn main() {
-    eprintln!("error: bismuthd is not implemented yet (issue 3); nothing was started");
-    std::process::exit(2);
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    bismuth_daemon::init_tracing();
+    let args = bismuthd::Args::parse();
+    let config = args.config()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let shutdown = bismuth_daemon::shutdown_on_signals()?;
+    bismuthd::run(listener, config, shutdown).await
 }

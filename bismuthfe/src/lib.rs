@@ -11,12 +11,10 @@
 
 mod body;
 pub mod config;
-mod headers;
 pub mod proxy;
 pub mod ring;
 pub mod sync;
 pub mod table;
-mod trace;
 
 use std::sync::Arc;
 

@@ -16,12 +16,12 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 use tracing::{debug, warn};
-use uuid::Uuid;
 
 use crate::body::{BodySlot, Handoff};
-use crate::headers::{self, CONTAINER_ID, TRACEPARENT};
+use crate::ring;
 use crate::table::{RoutingTable, Target};
-use crate::{ring, trace};
+use bismuth_daemon::headers::{self, CONTAINER_ID, TRACEPARENT};
+use bismuth_daemon::trace;
 
 /// The body of a response: streamed from a backend, or a short error.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
@@ -81,7 +81,7 @@ impl Proxy {
             let table = self.table.load();
             let (function, rest) = match host_str.and_then(|h| table.route(h)) {
                 Some(f) => (f, path),
-                None => match invoke_target(path) {
+                None => match bismuth_daemon::invoke::target(path) {
                     Some(Ok(found)) => found,
                     Some(Err(id)) => {
                         return error(
@@ -196,17 +196,6 @@ impl Proxy {
     }
 }
 
-/// Splits `/invoke/{id}[/rest]` into the id and `/rest` (`/` when absent);
-/// `Some(Err(id))` when the id is not a UUID, `None` for other paths.
-fn invoke_target(path: &str) -> Option<Result<(Uuid, &str), &str>> {
-    let after = path.strip_prefix("/invoke/")?;
-    let (id, rest) = match after.find('/') {
-        Some(i) => (&after[..i], &after[i..]),
-        None => (after, "/"),
-    };
-    Some(id.parse().map(|u| (u, rest)).map_err(|_| id))
-}
-
 fn respond(
     response: Response<Incoming>,
     traceparent: HeaderValue,
@@ -248,25 +237,4 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
     ))));
     *r.status_mut() = status;
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn invoke_paths() {
-        let id = Uuid::new_v4();
-        assert_eq!(invoke_target(&format!("/invoke/{id}")), Some(Ok((id, "/"))));
-        assert_eq!(
-            invoke_target(&format!("/invoke/{id}/a/b")),
-            Some(Ok((id, "/a/b")))
-        );
-        assert_eq!(
-            invoke_target(&format!("/invoke/{id}/")),
-            Some(Ok((id, "/")))
-        );
-        assert_eq!(invoke_target("/invoke/nope/x"), Some(Err("nope")));
-        assert_eq!(invoke_target("/other"), None);
-    }
 }

@@ -1,9 +1,13 @@
 //! What every Bismuth daemon's `main` shares: a `tracing` subscriber filtered
 //! by `RUST_LOG` (default `info`), and a [`CancellationToken`] cancelled on
 //! SIGTERM or SIGINT, which the daemon's `run` treats as "drain and stop";
-//! and [`http::serve`], the accept loop with graceful draining.
+//! [`http::serve`], the accept loop with graceful draining; and the proxy
+//! header rules ([`headers`], [`trace`]) bismuthfe and bismuthd share.
 
+pub mod headers;
 pub mod http;
+pub mod invoke;
+pub mod trace;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;

@@ -11,7 +11,8 @@ pub const BUSYBOX_REF: &str = "docker.io/bismuth/busybox:test";
 
 /// Applets linked into `/bin` (what the tests use).
 const APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "ls", "sleep", "id", "wget", "nc", "ip", "mount", "env", "true",
+    "sh", "cat", "echo", "ls", "sleep", "id", "wget", "nc", "ip", "mount", "env", "true", "false",
+    "httpd", "kill", "grep", "cut", "hostname", "ps",
 ];
 
 /// Writes an OCI image archive (`oci-archive` layout in a tar) of busybox to `dest`.

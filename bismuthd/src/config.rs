@@ -1,0 +1,262 @@
+//! bismuthd's command line, validated into a [`Config`] before anything starts.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use bismuth_containerd::RegistryConfig;
+use bismuth_model::NodeCapacity;
+use bismuth_zk::{ZkArgs, ZkConfig};
+
+use crate::ipam::Pool;
+
+/// Run functions' containers on this host, as ZooKeeper says.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bismuthd", version, about)]
+pub struct Args {
+    #[command(flatten)]
+    pub zookeeper: ZkArgs,
+    /// This node's IPv4 address: its znode is /node/{ip}, and it serves on it
+    #[arg(long, env = "BISMUTH_NODE_IP")]
+    pub node_ip: Ipv4Addr,
+    /// Address to serve invocations and logs on [default: {node ip}:8001]
+    #[arg(long, env = "BISMUTH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// containerd's gRPC socket
+    #[arg(
+        long,
+        env = "BISMUTH_CONTAINERD",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub containerd: PathBuf,
+    /// containerd namespace holding this daemon's containers (one bismuthd per namespace)
+    #[arg(long, default_value = "bismuth")]
+    pub namespace: String,
+    /// Where containers' logs, /etc files and repositories live
+    #[arg(long, default_value = "/var/lib/bismuth")]
+    pub state_dir: PathBuf,
+    /// Runtime files: the lock, runner sockets
+    #[arg(long, default_value = "/run/bismuth")]
+    pub run_dir: PathBuf,
+    /// Address range containers' /30 networks are carved from
+    #[arg(long, default_value = "10.177.0.0/16")]
+    pub container_net: String,
+    /// The static bismuth-runner binary Executable-mode containers start
+    /// (scripts/build-runner.sh makes it) [default: next to bismuthd]
+    #[arg(long)]
+    pub runner: Option<PathBuf>,
+    /// A registry (host[:port]) to pull from over plain HTTP; repeatable. Only for loopback tests
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// Registry credentials in Docker's config.json format
+    #[arg(long)]
+    pub registry_auth_file: Option<PathBuf>,
+    /// Time limit of one Executable-mode request, in milliseconds
+    #[arg(long, default_value_t = 30_000)]
+    pub exec_timeout_ms: u64,
+    /// Most processes one container may have
+    #[arg(long, default_value_t = 1024)]
+    pub pids_limit: u32,
+    /// Cores offered to functions [default: all]
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Bytes of memory offered to functions [default: total minus 512 MiB]
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// First wait before restarting a failed container, in milliseconds (doubles up to the max)
+    #[arg(long, default_value_t = 1_000)]
+    pub restart_backoff_ms: u64,
+    /// Longest wait before restarting a failed container, in milliseconds
+    #[arg(long, default_value_t = 60_000)]
+    pub restart_backoff_max_ms: u64,
+    /// Milliseconds a removed container gets between SIGTERM and SIGKILL
+    #[arg(long, default_value_t = 5_000)]
+    pub stop_grace_ms: u64,
+    /// Milliseconds in-flight requests get to finish after SIGTERM
+    #[arg(long, default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub zk: ZkConfig,
+    pub node_ip: Ipv4Addr,
+    pub listen: SocketAddr,
+    pub containerd: PathBuf,
+    pub namespace: String,
+    /// Names this daemon's host-wide objects (lock, network namespaces).
+    pub instance: String,
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub pool: Pool,
+    pub runner: PathBuf,
+    pub registry: RegistryConfig,
+    pub exec_timeout: Duration,
+    pub pids_limit: u32,
+    pub capacity: NodeCapacity,
+    pub restart_backoff: Duration,
+    pub restart_backoff_max: Duration,
+    pub stop_grace: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Args {
+    /// Validates the flags and reads the files they name.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        ensure!(
+            !self.namespace.is_empty()
+                && self
+                    .namespace
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
+            "--namespace must be letters, digits, '-', '_' or '.'"
+        );
+        ensure!(
+            self.exec_timeout_ms > 0,
+            "--exec-timeout-ms must be positive"
+        );
+        ensure!(self.pids_limit >= 8, "--pids-limit must be at least 8");
+        ensure!(
+            self.restart_backoff_ms > 0 && self.restart_backoff_max_ms >= self.restart_backoff_ms,
+            "--restart-backoff-ms must be positive and at most --restart-backoff-max-ms"
+        );
+        let pool = Pool::parse(&self.container_net)
+            .map_err(|e| anyhow::anyhow!("--container-net {}: {e}", self.container_net))?;
+
+        let runner = match &self.runner {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .context("cannot find bismuthd's own path; pass --runner")?
+                .with_file_name("bismuth-runner"),
+        };
+        ensure!(
+            runner.is_file(),
+            "the runner binary {} does not exist (build it with scripts/build-runner.sh, or pass --runner)",
+            runner.display()
+        );
+        ensure!(
+            is_static_elf(&runner)?,
+            "the runner binary {} is dynamically linked and would not start in images without its libc; \
+             build it with scripts/build-runner.sh",
+            runner.display()
+        );
+
+        let mut registry = RegistryConfig {
+            insecure: self
+                .insecure_registries
+                .iter()
+                .cloned()
+                .collect::<HashSet<_>>(),
+            ..Default::default()
+        };
+        if let Some(path) = &self.registry_auth_file {
+            let data = std::fs::read(path)
+                .with_context(|| format!("cannot read --registry-auth-file {}", path.display()))?;
+            registry
+                .load_auth_file(&data)
+                .map_err(|e| anyhow::anyhow!("--registry-auth-file {}: {e}", path.display()))?;
+        }
+
+        let cpu = match self.cpu {
+            Some(c) => c,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+        };
+        ensure!(cpu > 0.0 && cpu.is_finite(), "--cpu must be positive");
+        let memory = match self.memory {
+            Some(m) => m,
+            None => host_memory().saturating_sub(512 << 20),
+        };
+        ensure!(memory > 0, "--memory must be positive");
+
+        Ok(Config {
+            zk: self.zookeeper.config()?,
+            node_ip: self.node_ip,
+            listen: self
+                .listen
+                .unwrap_or(SocketAddr::from((self.node_ip, 8001))),
+            containerd: self.containerd.clone(),
+            namespace: self.namespace.clone(),
+            instance: instance_id(&self.containerd, &self.namespace),
+            state_dir: self.state_dir.clone(),
+            run_dir: self.run_dir.clone(),
+            pool,
+            runner,
+            registry,
+            exec_timeout: Duration::from_millis(self.exec_timeout_ms),
+            pids_limit: self.pids_limit,
+            capacity: NodeCapacity { cpu, memory },
+            restart_backoff: Duration::from_millis(self.restart_backoff_ms),
+            restart_backoff_max: Duration::from_millis(self.restart_backoff_max_ms),
+            stop_grace: Duration::from_millis(self.stop_grace_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+        })
+    }
+}
+
+/// Eight hex digits naming one (containerd socket, namespace) pair, the
+/// scope of one bismuthd.
+pub fn instance_id(socket: &std::path::Path, namespace: &str) -> String {
+    let key = format!("{}\0{namespace}", socket.display());
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{:08x}", hash as u32)
+}
+
+/// MemTotal from /proc/meminfo, in bytes.
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Whether an ELF executable has no program interpreter (is statically linked).
+fn is_static_elf(path: &std::path::Path) -> anyhow::Result<bool> {
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let u16_at = |o: usize| {
+        data.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        data.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        data.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(|b: [u8; 8]| u64::from_le_bytes(b) as usize)
+    };
+    ensure!(
+        data.starts_with(b"\x7fELF") && data.get(4) == Some(&2),
+        "{} is not a 64-bit ELF executable",
+        path.display()
+    );
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        anyhow::bail!("{} has a truncated ELF header", path.display());
+    };
+    const PT_INTERP: u32 = 3;
+    Ok((0..phnum).all(|i| u32_at(phoff + i * phentsize) != Some(PT_INTERP)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_static_elf;
+
+    #[test]
+    fn tells_static_from_dynamic_binaries() {
+        // busybox-static is static; /bin/ls links against libc.
+        assert!(is_static_elf(std::path::Path::new("/bin/busybox")).unwrap());
+        assert!(!is_static_elf(std::path::Path::new("/bin/ls")).unwrap());
+        assert!(is_static_elf(std::path::Path::new("/etc/hostname")).is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! A container's files on the host: `{state}/containers/{cid}/` holds its
+//! log, the `/etc` files bound into it and its repository clone;
+//! `{run}/containers/{cid}/` is shared with it for the runner's socket.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bismuth_model::GitRepo;
+use tokio::process::Command;
+use uuid::Uuid;
+
+use crate::spec::{GID, UID};
+
+/// How long a repository clone may take.
+const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Paths of one container's files.
+#[derive(Clone, Debug)]
+pub struct Files {
+    pub root: PathBuf,
+    pub run: PathBuf,
+}
+
+impl Files {
+    pub fn new(state_dir: &Path, run_dir: &Path, cid: Uuid) -> Files {
+        Files {
+            root: state_dir.join("containers").join(cid.to_string()),
+            run: run_dir.join("containers").join(cid.to_string()),
+        }
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.root.join("log")
+    }
+
+    pub fn etc(&self) -> PathBuf {
+        self.root.join("etc")
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.root.join("repo")
+    }
+
+    pub fn runner_socket(&self) -> PathBuf {
+        self.run.join("runner.sock")
+    }
+
+    /// Creates the directories and the log file (kept across restarts of the container).
+    pub fn create_dirs(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.etc())?;
+        std::fs::create_dir_all(&self.run)?;
+        std::os::unix::fs::chown(&self.run, Some(UID), Some(GID))?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())?;
+        Ok(())
+    }
+
+    /// Writes `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`.
+    pub fn write_etc(
+        &self,
+        hostname: &str,
+        container_ip: Ipv4Addr,
+        host_ip: Ipv4Addr,
+    ) -> std::io::Result<()> {
+        let etc = self.etc();
+        std::fs::write(
+            etc.join("hosts"),
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+                 {container_ip}\t{hostname}\n{host_ip}\tbismuth-svc\n"
+            ),
+        )?;
+        std::fs::write(etc.join("hostname"), format!("{hostname}\n"))?;
+        std::fs::write(etc.join("resolv.conf"), resolv_conf())?;
+        Ok(())
+    }
+
+    /// Clones `repo` into the repository directory (shallow, one branch),
+    /// owned by the function's user. A clone left by an earlier start is reused.
+    pub async fn clone_repo(&self, repo: &GitRepo) -> Result<(), String> {
+        let dest = self.repo();
+        if dest.join(".git").is_dir() {
+            return Ok(());
+        }
+        let _ = std::fs::remove_dir_all(&dest);
+        let mut cmd = Command::new("git");
+        cmd.args([
+            "clone",
+            "--quiet",
+            "--depth",
+            "1",
+            "--single-branch",
+            "--branch",
+        ])
+        .arg(repo.branch())
+        .arg("--")
+        .arg(repo.url())
+        .arg(&dest)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
+        let out = tokio::time::timeout(CLONE_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| format!("git clone of {} took over {CLONE_TIMEOUT:?}", repo.url()))?
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&dest);
+            return Err(format!(
+                "git clone of {} (branch {}) failed: {}",
+                repo.url(),
+                repo.branch(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        chown_tree(&dest).map_err(|e| format!("chown of the clone failed: {e}"))
+    }
+
+    /// Appends a line from bismuthd to the container's log.
+    pub fn log_line(&self, line: &str) {
+        let result = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .and_then(|mut f| writeln!(f, "[bismuthd] {line}"));
+        if let Err(e) = result {
+            tracing::warn!(path = %self.log().display(), error = %e, "cannot write to a container log");
+        }
+    }
+
+    /// Removes everything.
+    pub fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
+}
+
+/// The host's nameservers minus loopback ones (unreachable from a container).
+fn resolv_conf() -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut out = String::new();
+    for line in host.lines() {
+        let t = line.trim();
+        if let Some(addr) = t.strip_prefix("nameserver") {
+            let loopback = addr
+                .trim()
+                .parse::<std::net::IpAddr>()
+                .map_or(true, |a| a.is_loopback());
+            if loopback {
+                continue;
+            }
+        }
+        if t.starts_with("nameserver") || t.starts_with("search") || t.starts_with("options") {
+            out.push_str(t);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn chown_tree(path: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(UID), Some(GID))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path())?;
+        }
+    }
+    Ok(())
+}

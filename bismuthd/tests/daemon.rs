@@ -1,0 +1,196 @@
+//! bismuthd against real ZooKeeper and containerd: containers started from
+//! znodes, invoked through port 8001, reported, restarted, removed and
+//! adopted across daemon crashes.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use bismuth_model::{ContainerState, InvokeMode};
+use bismuth_testkit::eventually;
+use bismuth_zk::store::backends;
+use support::{argv, busybox, http_get, http_request, Host, NODE};
+
+const START: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn executable_function_answers_one_process_per_request() {
+    let host = Host::start().await;
+    let (_, cid) = host
+        .deploy(&busybox(InvokeMode::Executable(argv(&[
+            "/bin/sh",
+            "-c",
+            "echo \"method=$REQUEST_METHOD path=$PATH_INFO q=$QUERY_STRING uid=$(id -u)\"; cat; \
+             [ \"$QUERY_STRING\" = fail ] && { echo oops >&2; exit 3; }; true",
+        ]))))
+        .await;
+    host.wait_state(cid, ContainerState::Running, START).await;
+
+    let url = host.url(&format!("/invoke/{cid}/a/b?x=1"));
+    let (status, headers, body) = http_request("POST", &url, "the body").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "method=POST path=/a/b q=x=1 uid=1000\nthe body");
+    assert_eq!(headers["x-bismuth-container-id"], cid.to_string());
+    assert!(headers.contains_key("traceparent"));
+
+    // A non-zero exit is a 500, its stderr in the container's log.
+    let (status, _, body) = http_request("POST", &host.url(&format!("/invoke/{cid}?fail")), "")
+        .await
+        .unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("exited with code 3"), "{body}");
+    let (status, log) = http_get(&host.url(&format!("/logs/{cid}"))).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(log.contains("oops"), "{log}");
+
+    // Unknown containers and bad ids are JSON 404s.
+    let (status, body) = http_get(&host.url(&format!("/invoke/{}", uuid::Uuid::new_v4())))
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    assert!(body.contains("\"error\""), "{body}");
+}
+
+#[tokio::test]
+async fn server_function_is_proxied_and_removed_without_leftovers() {
+    let host = Host::start().await;
+    let (fid, cid) = host
+        .deploy(&busybox(InvokeMode::Server(
+            argv(&[
+                "/bin/sh",
+                "-c",
+                "echo hi from $(hostname) > /tmp/index.html && exec httpd -f -p 8080 -h /tmp",
+            ]),
+            8080,
+        )))
+        .await;
+    host.wait_state(cid, ContainerState::Running, START).await;
+    let (status, body) = http_get(&host.url(&format!("/invoke/{cid}/index.html")))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("hi from fn-"), "{body}");
+
+    // Removing the znode removes everything the container had.
+    backends::remove_backend(&host.zk, fid, cid).await.unwrap();
+    eventually("container removed", Duration::from_secs(20), || async {
+        let left = host.leftovers(cid);
+        left.is_empty().then_some(())
+    })
+    .await;
+    let (status, _) = http_get(&host.url(&format!("/invoke/{cid}/")))
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_killed_process_is_failed_then_restarted_in_place() {
+    let host = Host::start().await;
+    let (_, cid) = host
+        .deploy(&busybox(InvokeMode::Server(
+            argv(&[
+                "/bin/sh",
+                "-c",
+                "echo ok > /tmp/index.html && exec httpd -f -p 8080 -h /tmp",
+            ]),
+            8080,
+        )))
+        .await;
+    host.wait_state(cid, ContainerState::Running, START).await;
+    let pid = host.task_pid(cid).unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+
+    host.wait_state(cid, ContainerState::Failed, Duration::from_secs(10))
+        .await;
+    // Back after the backoff, same id, new process.
+    host.wait_state(cid, ContainerState::Running, START).await;
+    let again = host.task_pid(cid).unwrap();
+    assert_ne!(pid, again);
+    let log = std::fs::read_to_string(host.log_path(cid)).unwrap();
+    assert!(log.contains("killed by signal 9"), "{log}");
+}
+
+#[tokio::test]
+async fn a_missing_image_fails_quickly_with_the_reason_in_the_log() {
+    let host = Host::start().await;
+    let mut def = busybox(InvokeMode::Executable(argv(&["/bin/true"])));
+    // A loopback registry port nothing listens on: the pull fails at once.
+    def.image = format!(
+        "127.0.0.1:{}/nope/missing:1",
+        bismuth_testkit::free_port().unwrap()
+    );
+    let (_, cid) = host.deploy(&def).await;
+    host.wait_state(cid, ContainerState::Failed, Duration::from_secs(10))
+        .await;
+    let (_, log) = http_get(&host.url(&format!("/logs/{cid}"))).await.unwrap();
+    assert!(
+        log.contains("pulling") && log.contains("nope/missing"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn crash_and_restart_adopts_running_containers_and_cleans_the_rest() {
+    let mut host = Host::start().await;
+    let (_, keep) = host
+        .deploy(&busybox(InvokeMode::Server(
+            argv(&[
+                "/bin/sh",
+                "-c",
+                "echo ok > /tmp/index.html && exec httpd -f -p 8080 -h /tmp",
+            ]),
+            8080,
+        )))
+        .await;
+    let (gone_fid, gone) = host
+        .deploy(&busybox(InvokeMode::Executable(argv(&["/bin/cat"]))))
+        .await;
+    host.wait_state(keep, ContainerState::Running, START).await;
+    host.wait_state(gone, ContainerState::Running, START).await;
+    let pid = host.task_pid(keep).unwrap();
+
+    host.kill_daemon();
+    // While bismuthd is down, one container is deleted in ZooKeeper.
+    backends::remove_backend(&host.zk, gone_fid, gone)
+        .await
+        .unwrap();
+    host.start_daemon().await;
+
+    eventually(
+        "the deleted container cleaned up",
+        Duration::from_secs(20),
+        || async { host.leftovers(gone).is_empty().then_some(()) },
+    )
+    .await;
+    // Adopted, not restarted: same process, still Running, still answering.
+    assert_eq!(host.task_pid(keep), Some(pid));
+    assert_eq!(host.state(keep).await, Some(ContainerState::Running));
+    let (status, _) = http_get(&host.url(&format!("/invoke/{keep}/")))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        host.daemon_log().contains("adopted"),
+        "{}",
+        host.daemon_log()
+    );
+}
+
+#[tokio::test]
+async fn one_daemon_per_namespace() {
+    let host = Host::start().await;
+    let out = host.command_on(0).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already manages containerd namespace"),
+        "{err}"
+    );
+    let _ = NODE;
+}

@@ -1,0 +1,343 @@
+//! A host for bismuthd integration tests: real ZooKeeper and containerd from
+//! the test kit, the busybox image imported, the node provisioned, and
+//! bismuthd itself as a child process on a free port with its own state
+//! dirs and its own slice of container addresses. Dropping it kills the
+//! daemon and removes every network it left.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bismuth_containerd::Containerd as CtdClient;
+use bismuth_model::{ContainerState, FunctionDefinition, InvokeMode};
+use bismuth_testkit::{eventually, free_port, images, Containerd, ZooKeeper};
+use bismuth_zk::store::{backends, functions, nodes};
+use bismuth_zk::{Zk, ZkConfig};
+use uuid::Uuid;
+
+pub const NS: &str = "bismuth";
+pub const NODE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+
+pub struct Host {
+    pub zk_server: ZooKeeper,
+    pub ctd: Containerd,
+    pub zk: Zk,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub extra_args: Vec<String>,
+    daemon: Option<Child>,
+    cids: std::sync::Mutex<Vec<Uuid>>,
+}
+
+/// The static runner, built once (scripts/build-runner.sh).
+pub fn runner() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = root.join("target/runner/bismuth-runner");
+    if !path.exists() {
+        let status = Command::new(root.join("scripts/build-runner.sh"))
+            .arg("debug")
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/build-runner.sh failed");
+    }
+    path
+}
+
+impl Host {
+    /// Everything up, busybox imported, daemon not started yet.
+    pub async fn prepare() -> Host {
+        let zk_server = ZooKeeper::start().unwrap();
+        let ctd = Containerd::start().unwrap();
+        let zk = Zk::connect(ZkConfig::new(&zk_server.connect_string(), "d").unwrap())
+            .await
+            .unwrap();
+        zk.bootstrap().await.unwrap();
+        nodes::provision(&zk, NODE).await.unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("bismuthd-test-")
+            .tempdir()
+            .unwrap();
+        let archive = dir.path().join("busybox.tar");
+        images::write_busybox_archive(&archive).unwrap();
+        CtdClient::connect(&ctd.socket(), NS)
+            .await
+            .unwrap()
+            .import_archive(&archive, None)
+            .await
+            .unwrap();
+        Host {
+            zk_server,
+            ctd,
+            zk,
+            port: free_port().unwrap(),
+            dir,
+            extra_args: Vec::new(),
+            daemon: None,
+            cids: Default::default(),
+        }
+    }
+
+    /// [`prepare`](Self::prepare) and start the daemon.
+    pub async fn start() -> Host {
+        let mut h = Host::prepare().await;
+        h.start_daemon().await;
+        h
+    }
+
+    /// This test's own /26 of container addresses, unique while its
+    /// ZooKeeper holds its port (tests share the host's routing table).
+    pub fn container_net(&self) -> String {
+        let p = self.zk_server.port();
+        format!(
+            "10.{}.{}.{}/26",
+            128 + (p >> 10),
+            (p >> 2) & 0xff,
+            (p & 3) << 6
+        )
+    }
+
+    pub fn command(&self) -> Command {
+        self.command_on(self.port)
+    }
+
+    pub fn command_on(&self, port: u16) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bismuthd"));
+        cmd.args(["--zookeeper", &self.zk_server.connect_string()])
+            .args(["--zookeeper-env", "d"])
+            .args(["--node-ip", &NODE.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--containerd")
+            .arg(self.ctd.socket())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .arg("--run-dir")
+            .arg(self.dir.path().join("run"))
+            .args(["--container-net", &self.container_net()])
+            .arg("--runner")
+            .arg(runner())
+            .args(["--restart-backoff-ms", "500", "--stop-grace-ms", "2000"])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "bismuthd=debug,info")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub async fn start_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("bismuthd.log"))
+            .unwrap();
+        let child = self
+            .command()
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let url = self.url("/healthz");
+        eventually("bismuthd /healthz", Duration::from_secs(30), || {
+            let url = url.clone();
+            async move { http_get(&url).await.ok().filter(|(s, _)| *s == 200) }
+        })
+        .await;
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop_daemon(&mut self) -> std::process::ExitStatus {
+        let mut c = self.daemon.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().unwrap()
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bismuthd.log")).unwrap_or_default()
+    }
+
+    /// The daemon's instance id (in its network namespaces' names).
+    pub fn instance(&self) -> String {
+        bismuthd::config::instance_id(&self.ctd.socket(), NS)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Creates a function and one container of it on this node.
+    pub async fn deploy(&self, def: &FunctionDefinition) -> (Uuid, Uuid) {
+        let fid = functions::create_function(&self.zk, def).await.unwrap();
+        let cid = backends::add_backend(&self.zk, fid, NODE).await.unwrap();
+        self.cids.lock().unwrap().push(cid);
+        (fid, cid)
+    }
+
+    pub async fn state(&self, cid: Uuid) -> Option<ContainerState> {
+        backends::container_state(&self.zk, NODE, cid)
+            .await
+            .unwrap()
+    }
+
+    pub async fn wait_state(&self, cid: Uuid, want: ContainerState, timeout: Duration) {
+        eventually(&format!("{cid} to be {want:?}"), timeout, || async move {
+            (self.state(cid).await == Some(want)).then_some(())
+        })
+        .await;
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let out = self.ctd.ctr(NS, args).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The pid of a container's process, from `ctr tasks ls`.
+    pub fn task_pid(&self, cid: Uuid) -> Option<u32> {
+        self.ctr(&["tasks", "ls"])
+            .lines()
+            .find(|l| l.starts_with(&cid.to_string()))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+    }
+
+    pub fn log_path(&self, cid: Uuid) -> PathBuf {
+        self.dir.path().join(format!("state/containers/{cid}/log"))
+    }
+
+    /// What of a container is still on the host (empty when nothing leaked).
+    pub fn leftovers(&self, cid: Uuid) -> Vec<String> {
+        let id = cid.to_string();
+        let mut found = Vec::new();
+        if self.ctr(&["containers", "ls", "-q"]).contains(&id) {
+            found.push("container".into());
+        }
+        if self.ctr(&["tasks", "ls"]).contains(&id) {
+            found.push("task".into());
+        }
+        if self
+            .ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"])
+            .contains(&id)
+        {
+            found.push("snapshot".into());
+        }
+        let (netns, link) = bismuthd::net::names(&self.instance(), cid);
+        if Path::new("/run/netns").join(&netns).exists() {
+            found.push(format!("netns {netns}"));
+        }
+        if Command::new("ip")
+            .args(["link", "show", &link])
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+        {
+            found.push(format!("veth {link}"));
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        if mounts.contains(&id) {
+            found.push("mount".into());
+        }
+        if self
+            .dir
+            .path()
+            .join(format!("state/containers/{id}"))
+            .exists()
+        {
+            found.push("state dir".into());
+        }
+        found
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill_daemon();
+        if std::thread::panicking() {
+            let log = self.daemon_log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- bismuthd log (last 60 lines) ---\n{}",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+        // The test kit's containerd kills the tasks; the networks are ours.
+        for cid in self.cids.lock().unwrap().iter() {
+            let (netns, link) = bismuthd::net::names(&self.instance(), *cid);
+            let _ = Command::new("ip")
+                .args(["link", "del", &link])
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", &netns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A busybox function definition.
+pub fn busybox(mode: InvokeMode) -> FunctionDefinition {
+    FunctionDefinition {
+        image: images::BUSYBOX_REF.into(),
+        repo: None,
+        svc_group_id: None,
+        cpu: 0.5,
+        memory: 64 << 20,
+        svc_quotas: None,
+        invoke_mode: mode,
+        max_instances: 1,
+        routes: vec![],
+    }
+}
+
+pub fn argv(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// GET → (status, body).
+pub async fn http_get(url: &str) -> Result<(u16, String), String> {
+    http_request("GET", url, "").await.map(|(s, _, b)| (s, b))
+}
+
+/// A request with curl-like simplicity → (status, headers, body).
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    body: &str,
+) -> Result<(u16, http::HeaderMap, String), String> {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(bytes::Bytes::from(body.to_owned())))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+}
