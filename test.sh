@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs Bismuth's checks and tests: formatting, clippy, then every test
-# (unit tests and integration tests against real ZooKeeper servers the test
-# kit starts on free ports). Installs missing Debian packages first.
+# (unit tests, and integration tests against real ZooKeeper, containerd,
+# PostgreSQL and registry servers the test kit starts on free ports and in
+# temporary directories). Installs missing Debian packages first; must run
+# as root (containers, network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,6 +14,10 @@ cargo fmt --all -- --check
 
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> static runner and test images (cached in /var/cache/bismuth/images)"
+scripts/build-runner.sh debug
+scripts/test-images.sh
 
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then

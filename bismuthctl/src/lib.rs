@@ -58,6 +58,10 @@ pub async fn run(cli: Cli, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
         .map_err(|e| UsageError(e.to_string()))?;
     // Validate the command's own input before touching the network.
     cli.command.validate()?;
+    // Image commands talk to this host's containerd, not ZooKeeper.
+    if let Command::Image(args) = &cli.command {
+        return commands::image::run(args, out).await;
+    }
     let zk = bismuth_zk::Zk::connect(config).await?;
     cli.command.run(&zk, out).await
 }

@@ -53,6 +53,10 @@ pub struct Args {
     /// Registry credentials in Docker's config.json format
     #[arg(long)]
     pub registry_auth_file: Option<PathBuf>,
+    /// Let functions clone file:// repositories (host paths); off by default
+    /// because a tenant could read another's repository. For tests and demos
+    #[arg(long)]
+    pub allow_file_repos: bool,
     /// Time limit of one Executable-mode request, in milliseconds
     #[arg(long, default_value_t = 30_000)]
     pub exec_timeout_ms: u64,
@@ -94,6 +98,7 @@ pub struct Config {
     pub pool: Pool,
     pub runner: PathBuf,
     pub registry: RegistryConfig,
+    pub allow_file_repos: bool,
     pub exec_timeout: Duration,
     pub pids_limit: u32,
     pub capacity: NodeCapacity,
@@ -185,6 +190,7 @@ impl Args {
             pool,
             runner,
             registry,
+            allow_file_repos: self.allow_file_repos,
             exec_timeout: Duration::from_millis(self.exec_timeout_ms),
             pids_limit: self.pids_limit,
             capacity: NodeCapacity { cpu, memory },

@@ -136,6 +136,12 @@ async fn prepare(
             .write_etc(&hostname(h), net.container_ip(), net.host_ip())
             .map_err(|e| format!("writing /etc files: {e}"))?;
         if let Some(repo) = &def.repo {
+            if repo.url().starts_with("file:") && !cfg.allow_file_repos {
+                return Err(format!(
+                    "repository {} is a host path; this node refuses those (--allow-file-repos)",
+                    repo.url()
+                ));
+            }
             h.files
                 .log_line(&format!("cloning {} ({})", repo.url(), repo.branch()));
             h.files.clone_repo(repo).await?;

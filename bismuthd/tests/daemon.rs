@@ -194,3 +194,71 @@ async fn one_daemon_per_namespace() {
     );
     let _ = NODE;
 }
+
+#[tokio::test]
+async fn python_server_serves_its_cloned_repository() {
+    let host = Host::start().await;
+    host.import(&support::python_archive()).await;
+    let url = support::git_repo(
+        &host.dir.path().join("src"),
+        &[("hello.txt", "hello from the repo\n")],
+    );
+    let mut def = busybox(InvokeMode::Server(
+        argv(&["/usr/local/bin/python3", "-m", "http.server", "8000"]),
+        8000,
+    ));
+    def.image = "docker.io/bismuth/python:test".into();
+    def.memory = 128 << 20;
+    def.repo = Some(bismuth_model::GitRepo(url, "main".into()));
+    let (_, cid) = host.deploy(&def).await;
+    host.wait_state(cid, ContainerState::Running, Duration::from_secs(60))
+        .await;
+
+    let (status, body) = http_get(&host.url(&format!("/invoke/{cid}/hello.txt")))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "hello from the repo\n");
+
+    // Its access log reaches a follower of the log as server-sent events.
+    let follow = host.url(&format!("/logs/{cid}?follow=true"));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client.get(follow.parse().unwrap()).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains("GET /hello.txt") {
+        use http_body_util::BodyExt;
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert!(seen.contains("data: "), "{seen}");
+}
+
+#[tokio::test]
+async fn pulls_its_image_from_a_registry() {
+    let registry = bismuth_testkit::Registry::start().unwrap();
+    let mut host = Host::prepare().await;
+    host.extra_args = vec!["--insecure-registry".into(), registry.host()];
+    host.start_daemon().await;
+    let archive = host.dir.path().join("busybox.tar");
+    let image = registry
+        .push_oci_archive(&archive, "team/busybox:v1")
+        .unwrap();
+    let mut def = busybox(InvokeMode::Executable(argv(&["/bin/echo", "pulled"])));
+    def.image = image;
+    let (_, cid) = host.deploy(&def).await;
+    host.wait_state(cid, ContainerState::Running, START).await;
+    let (status, body) = http_get(&host.url(&format!("/invoke/{cid}")))
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "pulled\n"));
+}

@@ -9,6 +9,7 @@ mod delete_function;
 mod deprovision;
 mod drain;
 mod get_function;
+pub mod image;
 mod list_functions;
 mod list_nodes;
 mod provision;
@@ -48,6 +49,8 @@ pub enum Command {
     RemoveBackend(remove_backend::Args),
     /// Report dangling references in the tree; --fix repairs them
     Consistency(consistency::Args),
+    /// Images in this host's containerd (import an archive)
+    Image(image::Args),
 }
 
 impl Command {
@@ -75,6 +78,7 @@ impl Command {
             Command::AddBackend(args) => add_backend::run(zk, args, out).await,
             Command::RemoveBackend(args) => remove_backend::run(zk, args, out).await,
             Command::Consistency(args) => consistency::run(zk, args, out).await,
+            Command::Image(args) => image::run(args, out).await,
         }
     }
 }

@@ -82,6 +82,16 @@ impl Host {
         }
     }
 
+    /// Imports an image archive into this host's containerd.
+    pub async fn import(&self, archive: &Path) {
+        CtdClient::connect(&self.ctd.socket(), NS)
+            .await
+            .unwrap()
+            .import_archive(archive, None)
+            .await
+            .unwrap();
+    }
+
     /// [`prepare`](Self::prepare) and start the daemon.
     pub async fn start() -> Host {
         let mut h = Host::prepare().await;
@@ -121,6 +131,7 @@ impl Host {
             .arg("--runner")
             .arg(runner())
             .args(["--restart-backoff-ms", "500", "--stop-grace-ms", "2000"])
+            .arg("--allow-file-repos")
             .args(&self.extra_args)
             .env("RUST_LOG", "bismuthd=debug,info")
             .stdin(Stdio::null());
@@ -306,6 +317,58 @@ pub fn busybox(mode: InvokeMode) -> FunctionDefinition {
 
 pub fn argv(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The Python test image (built and cached by scripts/test-images.sh).
+pub fn python_archive() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let out = Command::new(root.join("scripts/test-images.sh"))
+        .arg("python")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A git repository with one commit on branch `main`.
+pub fn git_repo(dir: &Path, files: &[(&str, &str)]) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "-m",
+        "init",
+    ]);
+    format!("file://{}", dir.display())
 }
 
 /// GET → (status, body).
