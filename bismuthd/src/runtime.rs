@@ -53,43 +53,46 @@ impl Runtime {
         spec: &serde_json::Value,
         labels: HashMap<String, String>,
     ) -> Result<(), CtdError> {
-        self.ctd.remove_snapshot(id).await?;
+        // Under a lease: the snapshot is unreferenced until the container exists.
         self.ctd
-            .snapshots()
-            .prepare(self.ctd.request(PrepareSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key: id.to_owned(),
-                parent: image.chain_id.clone(),
-                labels: HashMap::new(),
-            }))
+            .leased(|ctd| async move {
+                ctd.remove_snapshot(id).await?;
+                ctd.snapshots()
+                    .prepare(ctd.request(PrepareSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.into(),
+                        key: id.to_owned(),
+                        parent: image.chain_id.clone(),
+                        labels: HashMap::new(),
+                    }))
+                    .await
+                    .rpc("snapshots.prepare")?;
+                let container = Container {
+                    id: id.to_owned(),
+                    labels,
+                    image: image.name.clone(),
+                    runtime: Some(CtdRuntime {
+                        name: RUNTIME.into(),
+                        options: None,
+                    }),
+                    spec: Some(prost_types_any(spec)),
+                    snapshotter: SNAPSHOTTER.into(),
+                    snapshot_key: id.to_owned(),
+                    ..Default::default()
+                };
+                let created = ctd
+                    .containers()
+                    .create(ctd.request(CreateContainerRequest {
+                        container: Some(container),
+                    }))
+                    .await
+                    .rpc("containers.create");
+                if let Err(e) = created {
+                    let _ = ctd.remove_snapshot(id).await;
+                    return Err(e);
+                }
+                Ok(())
+            })
             .await
-            .rpc("snapshots.prepare")?;
-        let container = Container {
-            id: id.to_owned(),
-            labels,
-            image: image.name.clone(),
-            runtime: Some(CtdRuntime {
-                name: RUNTIME.into(),
-                options: None,
-            }),
-            spec: Some(prost_types_any(spec)),
-            snapshotter: SNAPSHOTTER.into(),
-            snapshot_key: id.to_owned(),
-            ..Default::default()
-        };
-        let created = self
-            .ctd
-            .containers()
-            .create(self.ctd.request(CreateContainerRequest {
-                container: Some(container),
-            }))
-            .await
-            .rpc("containers.create");
-        if let Err(e) = created {
-            let _ = self.ctd.remove_snapshot(id).await;
-            return Err(e);
-        }
-        Ok(())
     }
 
     /// The container record, if it exists.

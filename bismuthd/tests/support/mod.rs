@@ -100,8 +100,12 @@ impl Host {
     }
 
     /// This test's own /26 of container addresses, unique while its
-    /// ZooKeeper holds its port (tests share the host's routing table).
+    /// ZooKeeper holds its port (tests share the host's routing table);
+    /// `BISMUTH_TEST_NET` overrides it (the benchmark needs more than 16).
     pub fn container_net(&self) -> String {
+        if let Ok(net) = std::env::var("BISMUTH_TEST_NET") {
+            return net;
+        }
         let p = self.zk_server.port();
         format!(
             "10.{}.{}.{}/26",

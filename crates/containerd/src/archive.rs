@@ -55,6 +55,15 @@ impl Containerd {
         path: &Path,
         name: Option<&str>,
     ) -> Result<Vec<ImportedImage>, CtdError> {
+        self.leased(|ctd| async move { ctd.import_leased(path, name).await })
+            .await
+    }
+
+    async fn import_leased(
+        &self,
+        path: &Path,
+        name: Option<&str>,
+    ) -> Result<Vec<ImportedImage>, CtdError> {
         let fail = |reason: String| CtdError::Archive {
             path: path.to_owned(),
             reason,

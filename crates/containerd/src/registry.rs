@@ -134,13 +134,23 @@ impl Puller {
             map.entry(name.clone()).or_default().clone()
         };
         let _guard = lock.lock().await;
-        let resolved = match ctd.resolve_image(&name).await {
+        ctd.leased(|ctd| async move { self.ensure_leased(&ctd, &reference, &name).await })
+            .await
+    }
+
+    async fn ensure_leased(
+        &self,
+        ctd: &Containerd,
+        reference: &ImageRef,
+        name: &str,
+    ) -> Result<crate::ResolvedImage, CtdError> {
+        let resolved = match ctd.resolve_image(name).await {
             Ok(Some(resolved)) => resolved,
             Ok(None) | Err(CtdError::Rpc { .. }) => {
-                self.pull(ctd, &reference).await?;
-                ctd.resolve_image(&name)
+                self.pull(ctd, reference).await?;
+                ctd.resolve_image(name)
                     .await?
-                    .ok_or_else(|| CtdError::ImageNotFound(name.clone()))?
+                    .ok_or_else(|| CtdError::ImageNotFound(name.to_owned()))?
             }
             Err(e) => return Err(e),
         };

@@ -1,0 +1,243 @@
+//! bismuthd benchmark (rerun with `bench/bismuthd.sh`):
+//! 1. start-up: container znode created → Running in ZooKeeper, and → first
+//!    HTTP response through bismuthd, next to a bare `ctr run -d --net-host`
+//!    of the same image and command (→ first response);
+//! 2. Executable-mode latency per request, next to one `ctr tasks exec` per
+//!    request and a plain fork/exec on the host;
+//! 3. bismuthd's resident memory idle and with 50 containers.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bismuth_model::{ContainerState, InvokeMode};
+use bismuth_testkit::{bench::rss_kib, images};
+use support::{argv, busybox, http_get, Host};
+
+fn env_n(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn stats(label: &str, mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let p50 = pct(&v, 0.5);
+    println!(
+        "{label:<48} n={:<4} p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms",
+        v.len(),
+        p50,
+        pct(&v, 0.9),
+        pct(&v, 0.99)
+    );
+    p50
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn first_response(url: &str, deadline: Duration) -> Instant {
+    let start = Instant::now();
+    loop {
+        if let Ok((200, _)) = http_get(url).await {
+            return Instant::now();
+        }
+        assert!(start.elapsed() < deadline, "no response from {url}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let runs = env_n("BENCH_STARTS", 15);
+    let requests = env_n("BENCH_REQUESTS", 500);
+    let many = env_n("BENCH_CONTAINERS", 50);
+    let host = Host::start().await;
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&format!("127.0.0.1:{}", host.port)))
+                .unwrap_or(false)
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (idle_rss, _) = rss_kib(pid);
+
+    // 1. Start-up, bismuthd.
+    let server = |port: u16| {
+        busybox(InvokeMode::Server(
+            argv(&[
+                "/bin/sh",
+                "-c",
+                &format!("echo ok > /tmp/index.html && exec httpd -f -p {port} -h /tmp"),
+            ]),
+            port,
+        ))
+    };
+    let (mut to_running, mut to_response) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let def = server(8080);
+        let fid = bismuth_zk::store::functions::create_function(&host.zk, &def)
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let cid = bismuth_zk::store::backends::add_backend(&host.zk, fid, support::NODE)
+            .await
+            .unwrap();
+        loop {
+            if host.state(cid).await == Some(ContainerState::Running) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        to_running.push(ms(t0.elapsed()));
+        let url = host.url(&format!("/invoke/{cid}/index.html"));
+        let t1 = first_response(&url, Duration::from_secs(30)).await;
+        to_response.push(ms(t1 - t0));
+        bismuth_zk::store::functions::delete_function(&host.zk, fid)
+            .await
+            .unwrap();
+    }
+    // 1b. Start-up, bare ctr run of the same image and command.
+    let mut bare = Vec::new();
+    for i in 0..runs {
+        let port = 18080 + i as u16;
+        let id = format!("bare-{i}");
+        let cmd = format!("echo ok > /tmp/index.html && exec httpd -f -p {port} -h /tmp");
+        let t0 = Instant::now();
+        let out = host
+            .ctd
+            .ctr(
+                support::NS,
+                &[
+                    "run",
+                    "-d",
+                    "--net-host",
+                    images::BUSYBOX_REF,
+                    &id,
+                    "/bin/sh",
+                    "-c",
+                    &cmd,
+                ],
+            )
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let t1 = first_response(
+            &format!("http://127.0.0.1:{port}/index.html"),
+            Duration::from_secs(30),
+        )
+        .await;
+        bare.push(ms(t1 - t0));
+        let _ = host
+            .ctd
+            .ctr(support::NS, &["tasks", "kill", "-s", "SIGKILL", &id]);
+        let _ = host.ctd.ctr(support::NS, &["tasks", "delete", "-f", &id]);
+        let _ = host.ctd.ctr(support::NS, &["containers", "delete", &id]);
+    }
+    println!("== start-up (busybox httpd), {runs} runs each");
+    let r = stats("bismuthd: znode created -> Running", to_running);
+    let f = stats("bismuthd: znode created -> first response", to_response);
+    let b = stats("bare `ctr run -d --net-host` -> first response", bare);
+    println!(
+        "ratio first response bismuthd / ctr run: {:.2}x (Running: {:.2}x)",
+        f / b,
+        r / b
+    );
+
+    // 2. Executable-mode latency.
+    let (_, cid) = host
+        .deploy(&busybox(InvokeMode::Executable(argv(&["/bin/cat"]))))
+        .await;
+    host.wait_state(cid, ContainerState::Running, Duration::from_secs(30))
+        .await;
+    let url = host.url(&format!("/invoke/{cid}"));
+    for _ in 0..20 {
+        support::http_request("POST", &url, "warm").await.unwrap();
+    }
+    let mut exec = Vec::new();
+    for _ in 0..requests {
+        let t = Instant::now();
+        let (status, _, body) = support::http_request("POST", &url, "hello").await.unwrap();
+        exec.push(ms(t.elapsed()));
+        assert_eq!((status, body.as_str()), (200, "hello"));
+    }
+    let task = cid.to_string();
+    let mut ctr_exec = Vec::new();
+    for i in 0..20 {
+        let t = Instant::now();
+        let out = host
+            .ctd
+            .ctr(
+                support::NS,
+                &[
+                    "tasks",
+                    "exec",
+                    "--exec-id",
+                    &format!("e{i}"),
+                    &task,
+                    "/bin/true",
+                ],
+            )
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ctr_exec.push(ms(t.elapsed()));
+    }
+    let mut fork = Vec::new();
+    for _ in 0..requests {
+        let t = Instant::now();
+        let out = std::process::Command::new("/bin/busybox")
+            .arg("true")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        fork.push(ms(t.elapsed()));
+    }
+    println!("== Executable mode (/bin/cat, 5-byte body)");
+    stats("bismuthd /invoke, one process per request", exec);
+    stats("`ctr tasks exec` per request (the old way)", ctr_exec);
+    stats("fork/exec of busybox on the host", fork);
+
+    // 3. Memory.
+    let mut ids = Vec::new();
+    for _ in 0..many {
+        ids.push(
+            host.deploy(&busybox(InvokeMode::Executable(argv(&["/bin/cat"]))))
+                .await
+                .1,
+        );
+    }
+    for cid in &ids {
+        host.wait_state(*cid, ContainerState::Running, Duration::from_secs(120))
+            .await;
+    }
+    let (loaded_rss, _) = rss_kib(pid);
+    println!("== bismuthd resident memory");
+    println!(
+        "idle (no containers):        {:.1} MiB",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "with {} containers:          {:.1} MiB",
+        many + 1,
+        loaded_rss as f64 / 1024.0
+    );
+}
