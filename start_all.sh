@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Starts a local Bismuth: installs what is missing, starts ZooKeeper (state
-# under .bismuth/), builds the binaries, bootstraps the environment,
-# provisions this host, and starts the api and bismuthfe. Safe to run twice.
+# Starts a local Bismuth and shows it serving a function: installs what is
+# missing, starts ZooKeeper and containerd (state under .bismuth/), builds the
+# binaries and the test images, bootstraps the environment, provisions this
+# host, starts bismuthd, the api and bismuthfe, deploys a demo function
+# through the api and calls it through bismuthfe. Safe to run twice. Root.
 #
 #   ./start_all.sh          start (or check) everything
 #   ./start_all.sh stop     stop what this script started
@@ -43,7 +45,9 @@ stop_pidfile() {
 }
 
 if [ "${1:-}" = stop ]; then
-  for d in bismuthfe api zookeeper; do stop_pidfile "$d"; done
+  # bismuthd leaves containers running on SIGTERM (the next one adopts
+  # them); containerd's end stops them.
+  for d in bismuthfe api bismuthd containerd zookeeper; do stop_pidfile "$d"; done
   exit 0
 fi
 
@@ -83,9 +87,39 @@ CFG
   zk_ok || fail "$LOGS/zookeeper.log"
 fi
 
-step "build (cargo build --release)"
+CTD_DIR="$STATE/containerd"
+CTD_SOCK="$CTD_DIR/containerd.sock"
+step "start containerd on $CTD_SOCK"
+if ctr --address "$CTD_SOCK" version >/dev/null 2>&1; then
+  echo "    already running"
+else
+  mkdir -p "$CTD_DIR"
+  cat >"$CTD_DIR/config.toml" <<CFG
+version = 2
+root = "$CTD_DIR/root"
+state = "$CTD_DIR/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$CTD_SOCK"
+[ttrpc]
+  address = "$CTD_SOCK.ttrpc"
+CFG
+  nohup containerd --config "$CTD_DIR/config.toml" >"$LOGS/containerd.log" 2>&1 &
+  echo $! >"$STATE/containerd.pid"
+  for _ in $(seq 1 100); do ctr --address "$CTD_SOCK" version >/dev/null 2>&1 && break; sleep 0.1; done
+  ctr --address "$CTD_SOCK" version >/dev/null 2>&1 || fail "$LOGS/containerd.log"
+fi
+
+step "build (cargo build --release, and the static bismuth-runner)"
 cargo build --release --locked >"$LOGS/build.log" 2>&1 || fail "$LOGS/build.log"
+scripts/build-runner.sh release >>"$LOGS/build.log" 2>&1 || fail "$LOGS/build.log"
 CTL=(target/release/bismuthctl --zookeeper "$ZK" --zookeeper-env "$ENV_NAME")
+
+step "build the test images (busybox, Python via debootstrap: about a minute, once)"
+scripts/test-images.sh >"$LOGS/images.log" 2>&1 || fail "$LOGS/images.log"
+for image in $(cat "$LOGS/images.log" | grep '\.tar$'); do
+  "${CTL[@]}" image import "$image" --containerd "$CTD_SOCK" >>"$LOGS/images.log" 2>&1 || fail "$LOGS/images.log"
+done
 
 step "bootstrap environment '$ENV_NAME'"
 "${CTL[@]}" bootstrap >"$LOGS/bootstrap.log" 2>&1 || fail "$LOGS/bootstrap.log"
@@ -96,22 +130,59 @@ if ! "${CTL[@]}" provision "$NODE_IP" >"$LOGS/provision.log" 2>&1; then
   echo "    already provisioned"
 fi
 
+step "start bismuthd on $NODE_IP:8001"
+start_daemon bismuthd 8001 --node-ip "$NODE_IP" --containerd "$CTD_SOCK" \
+  --state-dir "$STATE/bismuthd" --run-dir "$STATE/run" --runner target/runner/bismuth-runner \
+  --allow-file-repos
+
 step "start api on 127.0.0.1:8002"
 start_daemon api 8002 --listen 127.0.0.1:8002
 
 step "start bismuthfe on 0.0.0.0:8000"
 start_daemon bismuthfe 8000 --listen 0.0.0.0:8000
 
+step "deploy the demo function (Python http.server serving a git repository)"
+DEMO_REPO="$STATE/demo-repo"
+if [ ! -d "$DEMO_REPO/.git" ]; then
+  mkdir -p "$DEMO_REPO"
+  echo "Hello from a Bismuth function" >"$DEMO_REPO/index.html"
+  git -C "$DEMO_REPO" init -q -b main
+  git -C "$DEMO_REPO" add .
+  git -C "$DEMO_REPO" -c user.name=bismuth -c user.email=demo@localhost commit -q -m demo
+fi
+DEMO_ID=$(cat "$STATE/demo-id" 2>/dev/null || true)
+if [ -z "$DEMO_ID" ] || ! curl -sf localhost:8002/function/"$DEMO_ID" >/dev/null; then
+  DEMO_ID=$(curl -sf -X POST localhost:8002/function -H 'Content-Type: application/json' -d @- <<JSON | sed -n 's/.*"id":"\([0-9a-f-]*\)".*/\1/p'
+{"image": "docker.io/bismuth/python:test", "repo": ["file://$DEMO_REPO", "main"],
+ "cpu": 0.5, "memory": 134217728,
+ "invoke_mode": {"Server": [["/usr/local/bin/python3", "-m", "http.server", "8080"], 8080]},
+ "routes": [{"hostname": "hello.localhost"}]}
+JSON
+) || true
+  [ -n "$DEMO_ID" ] || fail "$LOGS/api.log"
+  echo "$DEMO_ID" >"$STATE/demo-id"
+fi
+echo "    function $DEMO_ID"
+for _ in $(seq 1 300); do
+  curl -sf localhost:8002/function/"$DEMO_ID" | grep -q '"Running"' && break
+  sleep 0.1
+done
+curl -sf localhost:8002/function/"$DEMO_ID" | grep -q '"Running"' || fail "$LOGS/bismuthd.log"
+
+step "call it through bismuthfe: curl -H 'Host: hello.localhost' localhost:8000/"
+reply=$(curl -sf -H 'Host: hello.localhost' localhost:8000/) || fail "$LOGS/bismuthfe.log"
+echo "    $reply"
+
 echo
 "${CTL[@]}" list-nodes
 cat <<MSG
 
-ZooKeeper, the api (127.0.0.1:8002) and bismuthfe (:8000) are running; try:
-  curl -s localhost:8002/node
-  curl -s localhost:8002/openapi.json | head -c 300
+Bismuth is running: ZooKeeper ($ZK), containerd ($CTD_SOCK), bismuthd ($NODE_IP:8001),
+the api (127.0.0.1:8002) and bismuthfe (:8000), serving function $DEMO_ID.
+Try:
+  curl -H 'Host: hello.localhost' localhost:8000/
+  curl -s localhost:8002/function/$DEMO_ID
+  curl -s "localhost:8002/function/$DEMO_ID/logs"
   ${CTL[*]} list-functions
-
-Not yet: bismuthd is not built (see ARCHITECTURE.md, "Status"), so this host
-announces no capacity, the api cannot place functions (503 "no node is enabled
-and alive") and no container runs. Logs: $LOGS. Stop: ./start_all.sh stop
+Logs: $LOGS. Stop: ./start_all.sh stop
 MSG

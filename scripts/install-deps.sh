@@ -14,7 +14,7 @@ packages=(
   protobuf-compiler    # containerd-client compiles containerd's gRPC definitions
   iproute2 nftables    # container network namespaces, veths and isolation rules
   libc6-dev            # static libc for bismuth-runner (it runs inside any image)
-  git
+  git curl
   ca-certificates
   pkg-config
 )
