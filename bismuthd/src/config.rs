@@ -50,6 +50,23 @@ pub struct Args {
     /// A registry (host[:port]) to pull from over plain HTTP; repeatable. Only for loopback tests
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// The svcprovider binary started beside every container [default: next to bismuthd]
+    #[arg(long)]
+    pub svcprovider: Option<PathBuf>,
+    /// Where the containers' svcproviders keep data: sqlite:DIR or a postgres:// URL
+    /// (the api's --svc-store, so secrets set there are readable)
+    #[arg(
+        long,
+        env = "BISMUTH_SVC_STORE",
+        default_value = "sqlite:/var/lib/bismuth/svc"
+    )]
+    pub svc_store: String,
+    /// The cluster key file for secrets, passed to each svcprovider
+    #[arg(long, env = "BISMUTH_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// Let containers reach the internet (NAT); private and link-local ranges stay blocked
+    #[arg(long)]
+    pub egress: bool,
     /// Registry credentials in Docker's config.json format
     #[arg(long)]
     pub registry_auth_file: Option<PathBuf>,
@@ -97,6 +114,8 @@ pub struct Config {
     pub run_dir: PathBuf,
     pub pool: Pool,
     pub runner: PathBuf,
+    pub svc: crate::svc::SvcConfig,
+    pub egress: bool,
     pub registry: RegistryConfig,
     pub allow_file_repos: bool,
     pub exec_timeout: Duration,
@@ -149,6 +168,22 @@ impl Args {
             runner.display()
         );
 
+        let svcprovider = match &self.svcprovider {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .context("cannot find bismuthd's own path; pass --svcprovider")?
+                .with_file_name("svcprovider"),
+        };
+        ensure!(
+            svcprovider.is_file(),
+            "the svcprovider binary {} does not exist (cargo build --profile small -p svcprovider, or pass --svcprovider)",
+            svcprovider.display()
+        );
+        ensure!(
+            self.svc_store.starts_with("sqlite:") || self.svc_store.starts_with("postgres"),
+            "--svc-store must be sqlite:DIR or a postgres:// URL"
+        );
+
         let mut registry = RegistryConfig {
             insecure: self
                 .insecure_registries
@@ -189,6 +224,12 @@ impl Args {
             run_dir: self.run_dir.clone(),
             pool,
             runner,
+            svc: crate::svc::SvcConfig {
+                binary: svcprovider,
+                store: self.svc_store.clone(),
+                secret_key_file: self.secret_key_file.clone(),
+            },
+            egress: self.egress,
             registry,
             allow_file_repos: self.allow_file_repos,
             exec_timeout: Duration::from_millis(self.exec_timeout_ms),

@@ -147,11 +147,32 @@ async fn prepare(
             h.files.clone_repo(repo).await?;
         }
     }
+    // Its svcprovider, reachable from the container alone, before its process.
+    let token = adopted
+        .and_then(|a| a.token.clone())
+        .unwrap_or_else(crate::svc::new_token);
+    node.firewall
+        .allow(&net.host_if, net.host_ip())
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::svc::start(
+        cfg.svc.clone(),
+        h.files.clone(),
+        crate::svc::SvcSpec {
+            group: def.service_group(function_id),
+            quotas: def.svc_quotas.clone(),
+            host_ip: net.host_ip(),
+            token: token.clone(),
+        },
+        h.stop.child_token(),
+    )
+    .await;
     let target = Arc::new(Target {
         function_id,
         def,
         net,
         runner_socket: h.files.runner_socket(),
+        token,
     });
     let _ = h.target.set(Arc::clone(&target));
     Ok(target)
@@ -185,6 +206,12 @@ async fn start(node: &Node, h: &Handle, t: &Target) -> Result<(), String> {
     }
     env.push(format!("BISMUTH_CONTAINER_ID={}", h.cid));
     env.push(format!("BISMUTH_FUNCTION_ID={}", t.function_id));
+    env.push(format!("BISMUTH_AUTH={}", t.token));
+    env.push(format!(
+        "BISMUTH_SVC_URL=http://{}:{}",
+        t.net.host_ip(),
+        crate::firewall::SVC_PORT
+    ));
     let (args, runner) = match &t.def.invoke_mode {
         InvokeMode::Server(argv, _) => (argv.clone(), None),
         InvokeMode::Executable(argv) => {
@@ -334,9 +361,11 @@ async fn teardown(node: &Node, h: &Handle) {
     }
     let net = h.net.lock().unwrap_or_else(PoisonError::into_inner).take();
     if let Some(net) = net {
+        node.firewall.forget(&net.host_if, net.host_ip()).await;
         net.destroy().await;
         node.cfg.pool.release(net.subnet.slot);
     }
+    crate::svc::stop_orphan(&h.files);
     h.files.remove();
     node.forget(h.cid);
     info!("removed");

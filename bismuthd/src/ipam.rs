@@ -58,6 +58,12 @@ impl Pool {
         })
     }
 
+    /// The range as `a.b.c.d/len`.
+    pub fn cidr(&self) -> String {
+        let len = 30 - self.slots.trailing_zeros();
+        format!("{}/{len}", Ipv4Addr::from(self.base))
+    }
+
     /// How many /30s the pool holds.
     pub fn capacity(&self) -> u32 {
         self.slots
@@ -123,6 +129,7 @@ mod tests {
     fn parses_and_lays_out_slots() {
         let p = Pool::parse("10.177.0.0/16").unwrap();
         assert_eq!(p.capacity(), 16384);
+        assert_eq!(p.cidr(), "10.177.0.0/16");
         let s = p.subnet(1).unwrap();
         assert_eq!(s.host, Ipv4Addr::new(10, 177, 0, 5));
         assert_eq!(s.container, Ipv4Addr::new(10, 177, 0, 6));

@@ -14,6 +14,7 @@ mod container;
 mod events;
 mod exec;
 mod files;
+pub mod firewall;
 pub mod http;
 pub mod ipam;
 mod lock;
@@ -25,6 +26,7 @@ mod reconcile;
 mod runtime;
 pub mod spec;
 mod status;
+mod svc;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -85,7 +87,10 @@ pub async fn run(
     )
     .await;
     tasks.cancel();
-    // Containers keep running: the next bismuthd adopts them.
+    if node.all().is_empty() {
+        node.firewall.remove().await;
+    }
+    // Containers keep running (and their rules stay): the next bismuthd adopts them.
     info!(
         containers = node.all().len(),
         "bismuthd stopped; containers left running for the next start"

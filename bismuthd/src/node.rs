@@ -33,13 +33,17 @@ pub struct Target {
     pub net: Net,
     /// The runner's socket on the host (Executable mode).
     pub runner_socket: PathBuf,
+    /// The container's svcprovider token (`BISMUTH_AUTH`).
+    pub token: String,
 }
 
 /// A container that survived a bismuthd restart, to be adopted as it is.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Adopted {
     pub subnet: Subnet,
     pub pid: u32,
+    /// Its svcprovider token, from the container's spec.
+    pub token: Option<String>,
 }
 
 /// One container bismuthd runs.
@@ -74,6 +78,7 @@ pub struct Node {
     pub rt: Runtime,
     pub puller: Puller,
     pub status: StatusReporter,
+    pub firewall: crate::firewall::Firewall,
     containers: Mutex<HashMap<Uuid, Arc<Handle>>>,
     /// Containers found running at start-up, adopted when ZooKeeper wants them.
     adoptable: Mutex<HashMap<Uuid, Adopted>>,
@@ -82,7 +87,9 @@ pub struct Node {
 impl Node {
     pub fn new(cfg: Config, zk: Zk, rt: Runtime, puller: Puller) -> Arc<Node> {
         let status = StatusReporter::start(zk.clone(), cfg.node_ip);
+        let firewall = crate::firewall::Firewall::new(&cfg.instance, cfg.egress, cfg.pool.cidr());
         Arc::new(Node {
+            firewall,
             cfg,
             zk,
             rt,
@@ -134,7 +141,7 @@ impl Node {
             state: watch::Sender::new(ContainerState::Invalid),
             target: OnceLock::new(),
             net: Mutex::new(None),
-            pid: AtomicU32::new(adopted.map_or(0, |a| a.pid)),
+            pid: AtomicU32::new(adopted.as_ref().map_or(0, |a| a.pid)),
             exits: exits_tx,
             stop: CancellationToken::new(),
         });

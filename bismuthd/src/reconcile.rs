@@ -53,7 +53,8 @@ pub async fn startup(node: &Arc<Node>) -> anyhow::Result<Report> {
             let has_net = std::path::Path::new("/run/netns").join(&netns).exists();
             if let Some(TaskState::Running { pid }) = running {
                 if has_net && cfg.pool.reserve(subnet.slot) {
-                    keep.insert(cid, Adopted { subnet, pid });
+                    let token = spec_env(&c, "BISMUTH_AUTH");
+                    keep.insert(cid, Adopted { subnet, pid, token });
                     continue;
                 }
             }
@@ -112,7 +113,26 @@ pub async fn startup(node: &Arc<Node>) -> anyhow::Result<Report> {
         }
     }
 
-    // Files of containers ZooKeeper no longer wants (wanted ones keep their log).
+    // The rules: adopted containers keep their svcprovider permission.
+    let members: Vec<(String, std::net::Ipv4Addr)> = keep
+        .iter()
+        .map(|(cid, a)| (crate::net::names(&cfg.instance, *cid).1, a.subnet.host))
+        .collect();
+    node.firewall.install(&members).await?;
+
+    // svcproviders a crashed bismuthd left, then files of containers
+    // ZooKeeper no longer wants (wanted ones keep their log).
+    if let Ok(entries) = std::fs::read_dir(cfg.run_dir.join("containers")) {
+        for e in entries.flatten() {
+            if let Ok(cid) = Uuid::parse_str(&e.file_name().to_string_lossy()) {
+                crate::svc::stop_orphan(&crate::files::Files::new(
+                    &cfg.state_dir,
+                    &cfg.run_dir,
+                    cid,
+                ));
+            }
+        }
+    }
     for dir in [
         cfg.state_dir.join("containers"),
         cfg.run_dir.join("containers"),
@@ -153,4 +173,15 @@ pub async fn startup(node: &Arc<Node>) -> anyhow::Result<Report> {
         "start-up reconciliation done"
     );
     Ok(report)
+}
+
+/// The value of `name` in a container's process environment.
+fn spec_env(c: &bismuth_containerd::api::Container, name: &str) -> Option<String> {
+    let spec: serde_json::Value = serde_json::from_slice(&c.spec.as_ref()?.value).ok()?;
+    let prefix = format!("{name}=");
+    spec["process"]["env"]
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.as_str())
+        .find_map(|e| e.strip_prefix(&prefix).map(str::to_owned))
 }

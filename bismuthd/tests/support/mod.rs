@@ -27,8 +27,33 @@ pub struct Host {
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub extra_args: Vec<String>,
+    /// Address bismuthd listens on (127.0.0.1 unless a test needs it reachable from containers).
+    pub listen_ip: &'static str,
     daemon: Option<Child>,
     cids: std::sync::Mutex<Vec<Uuid>>,
+}
+
+/// The svcprovider binary of this build (built when missing).
+pub fn svcprovider() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    // Next to the bismuthd under test (target/debug or target/release).
+    let path = Path::new(env!("CARGO_BIN_EXE_bismuthd")).with_file_name("svcprovider");
+    if !path.exists() {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(&root)
+            .args(["build", "-q", "-p", "svcprovider"]);
+        if path.parent().is_some_and(|d| d.ends_with("release")) {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().unwrap().success(),
+            "cargo build -p svcprovider failed"
+        );
+    }
+    path
 }
 
 /// The static runner, built once (scripts/build-runner.sh).
@@ -77,6 +102,7 @@ impl Host {
             port: free_port().unwrap(),
             dir,
             extra_args: Vec::new(),
+            listen_ip: "127.0.0.1",
             daemon: None,
             cids: Default::default(),
         }
@@ -124,7 +150,7 @@ impl Host {
         cmd.args(["--zookeeper", &self.zk_server.connect_string()])
             .args(["--zookeeper-env", "d"])
             .args(["--node-ip", &NODE.to_string()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", &format!("{}:{port}", self.listen_ip)])
             .arg("--containerd")
             .arg(self.ctd.socket())
             .arg("--state-dir")
@@ -136,6 +162,10 @@ impl Host {
             .arg(runner())
             .args(["--restart-backoff-ms", "500", "--stop-grace-ms", "2000"])
             .arg("--allow-file-repos")
+            .arg("--svcprovider")
+            .arg(svcprovider())
+            .arg("--svc-store")
+            .arg(format!("sqlite:{}", self.dir.path().join("svc").display()))
             .args(&self.extra_args)
             .env("RUST_LOG", "bismuthd=debug,info")
             .stdin(Stdio::null());
@@ -289,7 +319,24 @@ impl Drop for Host {
                 lines[lines.len().saturating_sub(60)..].join("\n")
             );
         }
-        // The test kit's containerd kills the tasks; the networks are ours.
+        // The test kit's containerd kills the tasks; networks, rules and
+        // svcproviders are ours.
+        let _ = Command::new("nft")
+            .args([
+                "delete",
+                "table",
+                "inet",
+                &format!("bismuth_{}", self.instance()),
+            ])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("pkill")
+            .args([
+                "-9",
+                "-f",
+                &format!("svcprovider serve .*{}", self.dir.path().display()),
+            ])
+            .status();
         for cid in self.cids.lock().unwrap().iter() {
             let (netns, link) = bismuthd::net::names(&self.instance(), *cid);
             let _ = Command::new("ip")
