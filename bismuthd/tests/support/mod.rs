@@ -125,20 +125,9 @@ impl Host {
         h
     }
 
-    /// This test's own /26 of container addresses, unique while its
-    /// ZooKeeper holds its port (tests share the host's routing table);
-    /// `BISMUTH_TEST_NET` overrides it (the benchmark needs more than 16).
+    /// This test's own /26 of container addresses.
     pub fn container_net(&self) -> String {
-        if let Ok(net) = std::env::var("BISMUTH_TEST_NET") {
-            return net;
-        }
-        let p = self.zk_server.port();
-        format!(
-            "10.{}.{}.{}/26",
-            128 + (p >> 10),
-            (p >> 2) & 0xff,
-            (p & 3) << 6
-        )
+        bismuth_testkit::container_net(self.zk_server.port())
     }
 
     pub fn command(&self) -> Command {

@@ -7,7 +7,9 @@
 //!   [`images`], test images built from Debian packages (no registry).
 //! - [`Registry`]: an OCI registry (`docker-registry`) fed by `skopeo`.
 //! - [`assert_eventually!`]: poll a condition instead of sleeping.
-//! - [`free_port`]: an unused loopback port.
+//! - [`free_port`]: an unused loopback port; [`container_net`]: a test's own
+//!   slice of container addresses.
+//! - [`http`]: a small HTTP client (whole replies, or bodies read line by line).
 //!
 //! Servers are killed when their handle drops, and also (via `PR_SET_PDEATHSIG`)
 //! when the test process dies, so nothing outlives a crashed test.
@@ -15,6 +17,7 @@
 pub mod bench;
 mod containerd;
 mod eventually;
+pub mod http;
 pub mod images;
 mod postgres;
 mod process;
@@ -24,6 +27,6 @@ mod zookeeper;
 pub use containerd::Containerd;
 pub use eventually::eventually;
 pub use postgres::Postgres;
-pub use process::free_port;
+pub use process::{container_net, die_with_parent, free_port};
 pub use registry::Registry;
 pub use zookeeper::ZooKeeper;

@@ -11,7 +11,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// Makes the child receive SIGKILL when the thread that spawned it exits, so a
 /// test that panics or is killed never leaves a server behind.
 #[allow(unsafe_code)]
-pub(crate) fn die_with_parent(cmd: &mut Command) {
+pub fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent;
     // the closure runs in the forked child before exec.
@@ -23,4 +23,20 @@ pub(crate) fn die_with_parent(cmd: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// A /26 of container addresses for one test, derived from a port the test
+/// holds (its ZooKeeper's), so tests running side by side never share one:
+/// they share the host's routing table. `BISMUTH_TEST_NET` overrides it (a
+/// benchmark with more than 16 containers needs a larger range).
+pub fn container_net(port: u16) -> String {
+    if let Ok(net) = std::env::var("BISMUTH_TEST_NET") {
+        return net;
+    }
+    format!(
+        "10.{}.{}.{}/26",
+        128 + (port >> 10),
+        (port >> 2) & 0xff,
+        (port & 3) << 6
+    )
 }
