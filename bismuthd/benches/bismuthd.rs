@@ -13,36 +13,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bismuth_model::{ContainerState, InvokeMode};
-use bismuth_testkit::{bench::rss_kib, images};
+use bismuth_testkit::bench::{env_n, ms, rss_kib, stats};
+use bismuth_testkit::images;
 use support::{argv, busybox, http_get, Host};
-
-fn env_n(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn stats(label: &str, mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let p50 = pct(&v, 0.5);
-    println!(
-        "{label:<48} n={:<4} p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms",
-        v.len(),
-        p50,
-        pct(&v, 0.9),
-        pct(&v, 0.99)
-    );
-    p50
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 async fn first_response(url: &str, deadline: Duration) -> Instant {
     let start = Instant::now();

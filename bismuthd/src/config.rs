@@ -98,6 +98,11 @@ pub struct Args {
     /// Milliseconds in-flight requests get to finish after SIGTERM
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Remove every container this daemon runs (with its network,
+    /// svcprovider and files) and its firewall table, then exit; bismuthd
+    /// itself must be stopped. ZooKeeper is left as it is
+    #[arg(long)]
+    pub clean_up: bool,
 }
 
 /// A validated configuration.

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bismuth_containerd::{Containerd, Puller};
-use bismuth_model::paths;
+use bismuth_model::{paths, ContainerState};
 use bismuth_zk::{WatchEvent, Zk};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -96,6 +96,41 @@ pub async fn run(
         "bismuthd stopped; containers left running for the next start"
     );
     Ok(())
+}
+
+/// `bismuthd --clean-up`: removes every container of this daemon's
+/// namespace with its network, svcprovider, snapshot and files, and its
+/// rules table, then returns. For decommissioning a host or ending a local
+/// cluster; ZooKeeper is not changed (its containers are started again by
+/// the next bismuthd) but for the status of each container it wants here,
+/// set to Invalid ("no bismuthd has it") so nothing routes to a container
+/// that is gone. Refuses while a bismuthd runs on the namespace.
+pub async fn clean_up(cfg: Config) -> anyhow::Result<reconcile::Report> {
+    let _lock = lock::acquire(&cfg.containerd, &cfg.namespace)?;
+    let never = CancellationToken::new();
+    let ctd = connect_containerd(&cfg, &never).await?;
+    let zk = Zk::connect(cfg.zk.clone())
+        .await
+        .context("cannot connect to ZooKeeper")?;
+    let puller = Puller::new(cfg.registry.clone())?;
+    let node = Node::new(cfg, zk, runtime::Runtime { ctd }, puller);
+    let report = reconcile::converge(&node, &HashSet::new()).await?;
+    node.firewall.remove().await;
+    let ip = node.cfg.node_ip;
+    for c in node.zk.children_opt(&paths::node_containers(ip)).await? {
+        if let Ok(cid) = Uuid::parse_str(&c) {
+            let status = paths::container_status(ip, cid);
+            match node
+                .zk
+                .set(&status, &[ContainerState::Invalid.to_byte()], None)
+                .await
+            {
+                Ok(_) | Err(bismuth_zk::ZkError::NoNode { .. }) => {}
+                Err(e) => return Err(e).context("cannot reset a container's status"),
+            }
+        }
+    }
+    Ok(report)
 }
 
 async fn connect_containerd(

@@ -8,6 +8,14 @@ async fn main() -> anyhow::Result<()> {
     bismuth_daemon::init_tracing();
     let args = bismuthd::Args::parse();
     let config = args.config()?;
+    if args.clean_up {
+        let report = bismuthd::clean_up(config).await?;
+        println!(
+            "removed {} containers, {} networks, {} snapshots",
+            report.removed_containers, report.removed_networks, report.removed_snapshots
+        );
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

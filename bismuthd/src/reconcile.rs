@@ -27,14 +27,23 @@ pub struct Report {
 
 /// Runs once before the desired-state watch starts.
 pub async fn startup(node: &Arc<Node>) -> anyhow::Result<Report> {
-    let cfg = &node.cfg;
     let wanted: HashSet<Uuid> = node
         .zk
-        .children_opt(&paths::node_containers(cfg.node_ip))
+        .children_opt(&paths::node_containers(node.cfg.node_ip))
         .await?
         .iter()
         .filter_map(|c| Uuid::parse_str(c).ok())
         .collect();
+    converge(node, &wanted).await
+}
+
+/// Makes the host hold exactly `wanted`: adopts those still running, removes
+/// everything else of this daemon's (containers, snapshots, networks,
+/// svcproviders, files), installs the rules, and starts what is missing.
+/// With nothing wanted it leaves the host as if bismuthd had never run
+/// there, but for the rules table (see [`crate::clean_up`]).
+pub async fn converge(node: &Arc<Node>, wanted: &HashSet<Uuid>) -> anyhow::Result<Report> {
+    let cfg = &node.cfg;
     let mut report = Report::default();
     let mut keep: HashMap<Uuid, Adopted> = HashMap::new();
 
@@ -154,7 +163,7 @@ pub async fn startup(node: &Arc<Node>) -> anyhow::Result<Report> {
     node.set_adoptable(keep);
     // Start (or adopt) what ZooKeeper wants now, and serve only once every
     // adopted container is back in the table, so none answers 404 meanwhile.
-    node.sync(&wanted);
+    node.sync(wanted);
     for cid in adopted {
         if let Some(h) = node.get(cid) {
             let mut state = h.state.subscribe();
@@ -170,7 +179,7 @@ pub async fn startup(node: &Arc<Node>) -> anyhow::Result<Report> {
         removed_containers = report.removed_containers,
         removed_networks = report.removed_networks,
         removed_snapshots = report.removed_snapshots,
-        "start-up reconciliation done"
+        "reconciliation done"
     );
     Ok(report)
 }

@@ -262,3 +262,113 @@ async fn pulls_its_image_from_a_registry() {
         .unwrap();
     assert_eq!((status, body.as_str()), (200, "pulled\n"));
 }
+
+/// Echoes `body` through an Executable container's `/invoke`.
+async fn echo(host: &Host, cid: uuid::Uuid, body: &str) -> String {
+    let (status, _, reply) = http_request("POST", &host.url(&format!("/invoke/{cid}")), body)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{reply}");
+    reply
+}
+
+#[tokio::test]
+async fn survives_restarts_of_containerd_and_zookeeper() {
+    let mut host = Host::start().await;
+    let cat = busybox(InvokeMode::Executable(argv(&["/bin/cat"])));
+    let (_, a) = host.deploy(&cat).await;
+    host.wait_state(a, ContainerState::Running, START).await;
+    let pid = host.task_pid(a).unwrap();
+
+    // containerd crashes and comes back: the container keeps serving (its
+    // shim and process never stopped), and bismuthd still sees its exits.
+    host.ctd.restart().unwrap();
+    assert_eq!(echo(&host, a, "after containerd").await, "after containerd");
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    host.wait_state(a, ContainerState::Failed, Duration::from_secs(10))
+        .await;
+    host.wait_state(a, ContainerState::Running, START).await;
+    assert_ne!(host.task_pid(a), Some(pid));
+    // New containers start on the restarted containerd.
+    let (_, b) = host.deploy(&cat).await;
+    host.wait_state(b, ContainerState::Running, START).await;
+
+    // ZooKeeper restarts: bismuthd keeps serving meanwhile, then follows
+    // the tree again (new containers start, removed ones go) and holds its
+    // liveness znode.
+    host.zk_server.stop();
+    assert_eq!(echo(&host, b, "zookeeper down").await, "zookeeper down");
+    host.zk_server.restart(false).unwrap();
+    let (fc, c) = host.deploy(&cat).await;
+    host.wait_state(c, ContainerState::Running, START).await;
+    assert_eq!(echo(&host, c, "after zookeeper").await, "after zookeeper");
+    backends::remove_backend(&host.zk, fc, c).await.unwrap();
+    eventually("c removed", Duration::from_secs(20), || async {
+        host.leftovers(c).is_empty().then_some(())
+    })
+    .await;
+    eventually("the node alive again", Duration::from_secs(30), || async {
+        host.zk
+            .exists(&bismuth_model::paths::node_alive(NODE))
+            .await
+            .ok()
+            .filter(|e| *e)
+    })
+    .await;
+    assert_eq!(host.state(a).await, Some(ContainerState::Running));
+    assert_eq!(echo(&host, a, "still here").await, "still here");
+}
+
+#[tokio::test]
+async fn clean_up_removes_everything_and_the_next_start_recreates() {
+    let mut host = Host::start().await;
+    let (_, a) = host
+        .deploy(&busybox(InvokeMode::Executable(argv(&["/bin/cat"]))))
+        .await;
+    host.wait_state(a, ContainerState::Running, START).await;
+
+    // Refused while bismuthd runs; after SIGTERM (which leaves a running) it removes all.
+    let out = host.command().arg("--clean-up").output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already"),
+        "{out:?}"
+    );
+    assert!(host.stop_daemon().success());
+    assert!(
+        host.task_pid(a).is_some(),
+        "SIGTERM leaves containers running"
+    );
+    let out = host.command().arg("--clean-up").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed 1 containers"),
+        "{out:?}"
+    );
+    assert_eq!(host.leftovers(a), Vec::<String>::new());
+    let table = format!("bismuth_{}", host.instance());
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains(&table));
+    let svc = std::process::Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("svcprovider serve .*{}", host.dir.path().display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(svc.stdout.is_empty(), "an svcprovider survived");
+    // Nothing routes to it meanwhile: no bismuthd has it.
+    assert_eq!(host.state(a).await, Some(ContainerState::Invalid));
+
+    // ZooKeeper still wants it: the next bismuthd starts it afresh.
+    host.start_daemon().await;
+    host.wait_state(a, ContainerState::Running, START).await;
+    assert_eq!(echo(&host, a, "again").await, "again");
+}

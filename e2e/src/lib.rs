@@ -66,6 +66,11 @@ impl System {
     /// Starts everything and returns once every daemon answers `/healthz`
     /// and the node is alive.
     pub async fn start() -> anyhow::Result<System> {
+        System::start_with(&[]).await
+    }
+
+    /// [`start`](Self::start) with extra flags for bismuthd.
+    pub async fn start_with(bismuthd_args: &[&str]) -> anyhow::Result<System> {
         let bin = binaries()?;
         let zookeeper = ZooKeeper::start()?;
         let containerd = Containerd::start()?;
@@ -147,6 +152,7 @@ impl System {
             ]
             .map(String::from),
         );
+        args.extend(bismuthd_args.iter().map(|a| a.to_string()));
         s.spawn("bismuthd", args, s.bismuthd_port).await?;
 
         let mut args = common(format!("127.0.0.1:{}", s.api_port));

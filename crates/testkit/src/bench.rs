@@ -1,7 +1,9 @@
-//! Helpers for the benchmark programs (`*/examples/bench_*.rs`): running wrk
-//! and reading its figures, and reading a process's memory.
+//! Helpers for the benchmark programs (`*/examples/bench_*.rs`, `*/benches/`):
+//! running wrk and reading its figures, reading a process's memory, and
+//! summarizing samples.
 
 use std::process::Command;
+use std::time::Duration;
 
 /// What one wrk run measured.
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +69,42 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("RssAnon:"))
+}
+
+/// A whole number from the environment variable `name`, or `default`.
+pub fn env_n(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A duration in milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The `p` quantile (0.0–1.0) of sorted samples.
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Prints a line with the count, p50, p90 and p99 of millisecond samples;
+/// returns the p50.
+pub fn stats(label: &str, mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let p50 = pct(&v, 0.5);
+    println!(
+        "{label:<48} n={:<4} p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms",
+        v.len(),
+        p50,
+        pct(&v, 0.9),
+        pct(&v, 0.99)
+    );
+    p50
 }
 
 #[cfg(test)]

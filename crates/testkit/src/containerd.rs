@@ -40,37 +40,60 @@ impl Containerd {
                 sock = d.join("containerd.sock").display(),
             ),
         )?;
-        let log = std::fs::File::create(d.join("containerd.log"))?;
+        let mut ctd = Containerd { child: None, dir };
+        ctd.spawn()?;
+        Ok(ctd)
+    }
+
+    /// Runs containerd on this directory's config and waits until it answers.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))?;
         let mut cmd = Command::new("containerd");
         cmd.arg("--config")
-            .arg(&config)
+            .arg(d.join("config.toml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         die_with_parent(&mut cmd);
-        let child = cmd
-            .spawn()
-            .context("failed to run containerd (is the Debian 'containerd' package installed?)")?;
-        let mut ctd = Containerd {
-            child: Some(child),
-            dir,
-        };
+        self.child =
+            Some(cmd.spawn().context(
+                "failed to run containerd (is the Debian 'containerd' package installed?)",
+            )?);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if ctd
+            if self
                 .ctr("default", &["version"])
                 .is_ok_and(|o| o.status.success())
             {
-                return Ok(ctd);
+                return Ok(());
             }
-            if let Some(status) = ctd.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("containerd exited with {status}: {}", ctd.log_tail());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("containerd exited with {status}: {}", self.log_tail());
             }
             if Instant::now() > deadline {
-                bail!("containerd did not answer within 30 s: {}", ctd.log_tail());
+                bail!("containerd did not answer within 30 s: {}", self.log_tail());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills containerd alone (SIGKILL, like a crash: the shims and the
+    /// containers keep running) and starts it again on the same root, state
+    /// and socket.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn()
     }
 
     /// The gRPC socket, for `--containerd`.
