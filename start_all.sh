@@ -36,18 +36,39 @@ zk_ok() {
   [[ "$reply" == *"Mode:"* ]]
 }
 
+CTD_DIR="$STATE/containerd"
+CTD_SOCK="$CTD_DIR/containerd.sock"
+# bismuthd's flags, shared by its start and by `--clean-up` on stop.
+BISMUTHD_ARGS=(--node-ip "$NODE_IP" --containerd "$CTD_SOCK"
+  --state-dir "$STATE/bismuthd" --run-dir "$STATE/run" --runner target/runner/bismuth-runner
+  --svc-store "sqlite:$STATE/svc" --secret-key-file "$STATE/cluster.key" --allow-file-repos)
+
+# stop_pidfile NAME: SIGTERM, then wait (up to 15 s) for it to exit.
 stop_pidfile() {
-  local name=$1 pidfile="$STATE/$1.pid"
+  local name=$1 pidfile="$STATE/$1.pid" pid
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    kill "$(cat "$pidfile")" && echo "stopped $name"
+    pid=$(cat "$pidfile")
+    kill "$pid"
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    echo "stopped $name"
   fi
   rm -f "$pidfile"
 }
 
 if [ "${1:-}" = stop ]; then
+  for d in bismuthfe api bismuthd; do stop_pidfile "$d"; done
   # bismuthd leaves containers running on SIGTERM (the next one adopts
-  # them); containerd's end stops them.
-  for d in bismuthfe api bismuthd containerd zookeeper; do stop_pidfile "$d"; done
+  # them); --clean-up removes them with their networks, svcproviders and
+  # firewall rules. ZooKeeper keeps the functions for the next start.
+  if [ -x target/release/bismuthd ] && [ -S "$CTD_SOCK" ]; then
+    target/release/bismuthd --zookeeper "$ZK" --zookeeper-env "$ENV_NAME" "${BISMUTHD_ARGS[@]}" \
+      --clean-up >>"$LOGS/bismuthd.log" 2>&1 && echo "removed containers, networks and rules" \
+      || echo "warning: bismuthd --clean-up failed; see $LOGS/bismuthd.log" >&2
+  fi
+  for d in containerd zookeeper; do stop_pidfile "$d"; done
+  # containerd's mounts under the state directory, if a container outlived it.
+  grep -o " $CTD_DIR/[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   exit 0
 fi
 
@@ -87,8 +108,6 @@ CFG
   zk_ok || fail "$LOGS/zookeeper.log"
 fi
 
-CTD_DIR="$STATE/containerd"
-CTD_SOCK="$CTD_DIR/containerd.sock"
 step "start containerd on $CTD_SOCK"
 if ctr --address "$CTD_SOCK" version >/dev/null 2>&1; then
   echo "    already running"
@@ -130,13 +149,19 @@ if ! "${CTL[@]}" provision "$NODE_IP" >"$LOGS/provision.log" 2>&1; then
   echo "    already provisioned"
 fi
 
+step "cluster key for secrets ($STATE/cluster.key)"
+if [ -s "$STATE/cluster.key" ]; then
+  echo "    already there"
+else
+  (umask 077; target/release/svcprovider keygen >"$STATE/cluster.key") || fail
+fi
+
 step "start bismuthd on $NODE_IP:8001"
-start_daemon bismuthd 8001 --node-ip "$NODE_IP" --containerd "$CTD_SOCK" \
-  --state-dir "$STATE/bismuthd" --run-dir "$STATE/run" --runner target/runner/bismuth-runner \
-  --allow-file-repos
+start_daemon bismuthd 8001 "${BISMUTHD_ARGS[@]}"
 
 step "start api on 127.0.0.1:8002"
-start_daemon api 8002 --listen 127.0.0.1:8002
+start_daemon api 8002 --listen 127.0.0.1:8002 \
+  --svc-store "sqlite:$STATE/svc" --secret-key-file "$STATE/cluster.key"
 
 step "start bismuthfe on 0.0.0.0:8000"
 start_daemon bismuthfe 8000 --listen 0.0.0.0:8000
