@@ -155,8 +155,11 @@ impl Args {
         let pool = Pool::parse(&self.container_net)
             .map_err(|e| anyhow::anyhow!("--container-net {}: {e}", self.container_net))?;
 
+        // Paths end up as bind-mount sources and in child processes' argv,
+        // which resolve relative paths against other directories: make them
+        // absolute here.
         let runner = match &self.runner {
-            Some(p) => p.clone(),
+            Some(p) => absolute(p)?,
             None => std::env::current_exe()
                 .context("cannot find bismuthd's own path; pass --runner")?
                 .with_file_name("bismuth-runner"),
@@ -174,7 +177,7 @@ impl Args {
         );
 
         let svcprovider = match &self.svcprovider {
-            Some(p) => p.clone(),
+            Some(p) => absolute(p)?,
             None => std::env::current_exe()
                 .context("cannot find bismuthd's own path; pass --svcprovider")?
                 .with_file_name("svcprovider"),
@@ -225,14 +228,19 @@ impl Args {
             containerd: self.containerd.clone(),
             namespace: self.namespace.clone(),
             instance: instance_id(&self.containerd, &self.namespace),
-            state_dir: self.state_dir.clone(),
-            run_dir: self.run_dir.clone(),
+            state_dir: absolute(&self.state_dir)?,
+            run_dir: absolute(&self.run_dir)?,
             pool,
             runner,
             svc: crate::svc::SvcConfig {
                 binary: svcprovider,
-                store: self.svc_store.clone(),
-                secret_key_file: self.secret_key_file.clone(),
+                store: match self.svc_store.strip_prefix("sqlite:") {
+                    Some(dir) => {
+                        format!("sqlite:{}", absolute(std::path::Path::new(dir))?.display())
+                    }
+                    None => self.svc_store.clone(),
+                },
+                secret_key_file: self.secret_key_file.as_deref().map(absolute).transpose()?,
             },
             egress: self.egress,
             registry,
@@ -256,6 +264,11 @@ pub fn instance_id(socket: &std::path::Path, namespace: &str) -> String {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
     format!("{:08x}", hash as u32)
+}
+
+/// `path` made absolute against the working directory (not resolving links).
+fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot make {} absolute", path.display()))
 }
 
 /// MemTotal from /proc/meminfo, in bytes.
@@ -302,7 +315,35 @@ fn is_static_elf(path: &std::path::Path) -> anyhow::Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_static_elf;
+    use clap::Parser;
+
+    use super::{is_static_elf, Args};
+
+    #[test]
+    fn relative_paths_become_absolute() {
+        // A path to /bin/busybox (static, so a valid runner) relative to the working directory.
+        let up = std::env::current_dir().unwrap().components().count() - 1;
+        let busybox = format!("{}bin/busybox", "../".repeat(up));
+        let args = Args::try_parse_from([
+            "bismuthd",
+            "--node-ip",
+            "10.0.0.5",
+            "--runner",
+            &busybox,
+            "--svcprovider",
+            &busybox,
+            "--state-dir",
+            "state",
+            "--svc-store",
+            "sqlite:svc",
+        ])
+        .unwrap();
+        let cfg = args.config().unwrap();
+        assert!(cfg.runner.is_absolute(), "{}", cfg.runner.display());
+        assert!(cfg.svc.binary.is_absolute());
+        assert!(cfg.state_dir.is_absolute());
+        assert!(cfg.svc.store.starts_with("sqlite:/"), "{}", cfg.svc.store);
+    }
 
     #[test]
     fn tells_static_from_dynamic_binaries() {
