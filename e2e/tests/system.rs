@@ -222,6 +222,11 @@ async fn executable_function_echoes_its_stdin() {
         .api(Method::GET, &format!("/function/{failing}/logs"), "")
         .await;
     assert!(logs.text().contains("went wrong"), "{}", logs.text());
+    // bismuthd's readiness probe leaves no noise in a function's log.
+    let logs = sys
+        .api(Method::GET, &format!("/function/{cat}/logs"), "")
+        .await;
+    assert!(!logs.text().contains("request failed"), "{}", logs.text());
 
     for id in [cat, failing] {
         let r = sys

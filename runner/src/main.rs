@@ -78,7 +78,9 @@ fn usage() -> ! {
 
 /// Runs the command once for one connection.
 fn serve(mut stream: UnixStream, command: &[String], reaper: &Reaper) -> std::io::Result<()> {
-    let header = read_header(&mut stream)?;
+    let Some(header) = read_header(&mut stream)? else {
+        return Ok(()); // a probe: nothing to run
+    };
     let mut timeout = DEFAULT_TIMEOUT;
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..])

@@ -18,10 +18,21 @@ pub enum Frame<'a> {
     Failed(&'a str),
 }
 
-/// Reads the request header: `u32` length, then `KEY=VALUE` lines.
-pub fn read_header(r: &mut impl Read) -> std::io::Result<Vec<(String, String)>> {
+/// Reads the request header: `u32` length, then `KEY=VALUE` lines. `None`
+/// when the connection closes before its first byte (bismuthd's readiness
+/// probe connects and hangs up).
+pub fn read_header(r: &mut impl Read) -> std::io::Result<Option<Vec<(String, String)>>> {
     let mut len = [0u8; 4];
-    r.read_exact(&mut len)?;
+    let first = loop {
+        match r.read(&mut len[..1]) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => break other?,
+        }
+    };
+    if first == 0 {
+        return Ok(None);
+    }
+    r.read_exact(&mut len[1..])?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_HEADER {
         return Err(std::io::Error::new(
@@ -32,12 +43,13 @@ pub fn read_header(r: &mut impl Read) -> std::io::Result<Vec<(String, String)>> 
     let mut data = vec![0u8; len];
     r.read_exact(&mut data)?;
     let text = String::from_utf8_lossy(&data);
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| !k.is_empty())
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect())
+    Ok(Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| !k.is_empty())
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    ))
 }
 
 /// Writes one frame.
@@ -67,7 +79,7 @@ mod tests {
         let text = b"BISMUTH_TIMEOUT_MS=500\nREQUEST_METHOD=POST\nbad line\n";
         let mut msg = (text.len() as u32).to_be_bytes().to_vec();
         msg.extend_from_slice(text);
-        let header = read_header(&mut msg.as_slice()).unwrap();
+        let header = read_header(&mut msg.as_slice()).unwrap().unwrap();
         assert_eq!(
             header,
             vec![
@@ -85,6 +97,12 @@ mod tests {
         assert_eq!(&out[..7], &[1, 0, 0, 0, 2, b'h', b'i']);
         assert_eq!(&out[7..12], &[2, 0, 0, 0, 4]);
         assert_eq!(i32::from_be_bytes(out[12..16].try_into().unwrap()), -9);
+    }
+
+    #[test]
+    fn a_connection_closed_at_once_is_a_probe_and_a_cut_header_an_error() {
+        assert!(read_header(&mut [0u8; 0].as_slice()).unwrap().is_none());
+        assert!(read_header(&mut [0u8, 0].as_slice()).is_err());
     }
 
     #[test]
