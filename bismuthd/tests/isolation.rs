@@ -135,6 +135,29 @@ async fn containers_reach_only_their_own_svcprovider() {
         .await
         .contains(&a_host.to_string()));
 
+    // The svcprovider is supervised: killed, it is back (same token, same data).
+    let pidfile = host
+        .dir
+        .path()
+        .join(format!("run/containers/{a}/svcprovider.pid"));
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    assert!(Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap()
+        .success());
+    bismuth_testkit::eventually("the svcprovider back", START, || async {
+        let out = sh(
+            &host,
+            a,
+            "wget -q -O- --header \"Authorization: Bearer $BISMUTH_AUTH\" $BISMUTH_SVC_URL/kv/v1/greeting 2>&1; true",
+        )
+        .await;
+        (out == "hello").then_some(())
+    })
+    .await;
+    assert_ne!(std::fs::read_to_string(&pidfile).unwrap(), pid);
+
     // The targets exist and listen: the host reaches them.
     assert!(std::net::TcpStream::connect((b_ip, 8080)).is_ok());
     assert!(std::net::TcpStream::connect((b_host, 9000)).is_ok());
