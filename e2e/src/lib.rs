@@ -374,13 +374,7 @@ impl Drop for System {
         // bismuthd's per-container svcproviders, firewall table and network
         // namespaces; the veths go with the namespaces, and the test kit's
         // containerd (dropped next) kills the containers.
-        let _ = Command::new("pkill")
-            .args([
-                "-9",
-                "-f",
-                &format!("svcprovider serve .*{}", self.dir.path().display()),
-            ])
-            .status();
+        bismuth_testkit::kill_processes_mentioning(self.dir.path());
         let instance = self.instance();
         let _ = Command::new("nft")
             .args(["delete", "table", "inet", &format!("bismuth_{instance}")])

@@ -319,13 +319,7 @@ impl Drop for Host {
             ])
             .stderr(Stdio::null())
             .status();
-        let _ = Command::new("pkill")
-            .args([
-                "-9",
-                "-f",
-                &format!("svcprovider serve .*{}", self.dir.path().display()),
-            ])
-            .status();
+        bismuth_testkit::kill_processes_mentioning(self.dir.path());
         for cid in self.cids.lock().unwrap().iter() {
             let (netns, link) = bismuthd::net::names(&self.instance(), *cid);
             let _ = Command::new("ip")
@@ -422,25 +416,9 @@ pub async fn http_request(
     url: &str,
     body: &str,
 ) -> Result<(u16, http::HeaderMap, String), String> {
-    use http_body_util::{BodyExt, Full};
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<bytes::Bytes>>();
-    let req = http::Request::builder()
-        .method(method)
-        .uri(url)
-        .body(Full::new(bytes::Bytes::from(body.to_owned())))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+    let method = http::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    let reply = bismuth_testkit::http::request(method, url, &[], body.to_owned())
         .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+        .map_err(|e| format!("{e:#}"))?;
+    Ok((reply.status.as_u16(), reply.headers.clone(), reply.text()))
 }

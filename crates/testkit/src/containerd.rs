@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::process::die_with_parent;
+use crate::process::{die_with_parent, kill_processes_mentioning};
 
 /// A running containerd; stopped and cleaned up on drop.
 #[derive(Debug)]
@@ -150,24 +150,6 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// SIGKILLs every process whose command line mentions `needle` (the shims
-/// are started with `-address SOCKET`).
-fn kill_processes_mentioning(needle: &Path) {
-    let needle = needle.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Child processes tied to the test's lifetime, and free ports.
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::Command;
 
 /// Returns a loopback TCP port that was free a moment ago.
@@ -39,4 +40,23 @@ pub fn container_net(port: u16) -> String {
         (port >> 2) & 0xff,
         (port & 3) << 6
     )
+}
+
+/// SIGKILLs every process whose command line mentions `needle`: containerd's
+/// shims (started with `-address SOCKET`), or what a daemon under test left
+/// (svcproviders are started with a store inside the test's directory).
+pub fn kill_processes_mentioning(needle: &Path) {
+    let needle = needle.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
 }
