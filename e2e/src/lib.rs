@@ -340,11 +340,7 @@ impl System {
 
     /// The host pid of a container's process.
     pub fn task_pid(&self, cid: Uuid) -> Option<u32> {
-        self.ctr(&["tasks", "ls"])
-            .lines()
-            .find(|l| l.starts_with(&cid.to_string()))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
+        self.containerd.task_pid(NAMESPACE, &cid.to_string())
     }
 
     /// This bismuthd's instance id (in its namespaces' and table's names).

@@ -240,11 +240,7 @@ impl Host {
 
     /// The pid of a container's process, from `ctr tasks ls`.
     pub fn task_pid(&self, cid: Uuid) -> Option<u32> {
-        self.ctr(&["tasks", "ls"])
-            .lines()
-            .find(|l| l.starts_with(&cid.to_string()))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
+        self.ctd.task_pid(NS, &cid.to_string())
     }
 
     pub fn log_path(&self, cid: Uuid) -> PathBuf {

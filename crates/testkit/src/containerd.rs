@@ -116,6 +116,16 @@ impl Containerd {
             .output()
     }
 
+    /// The host pid of container `id`'s task, from `ctr tasks ls`.
+    pub fn task_pid(&self, namespace: &str, id: &str) -> Option<u32> {
+        let out = self.ctr(namespace, &["tasks", "ls"]).ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with(id))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+    }
+
     fn log_tail(&self) -> String {
         let text =
             std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
