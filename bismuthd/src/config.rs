@@ -98,6 +98,14 @@ pub struct Args {
     /// Milliseconds in-flight requests get to finish after SIGTERM
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// How often every container is checked against what it should be
+    /// (repairs drift: a deleted veth, a flushed rules table, a dead
+    /// svcprovider), in milliseconds
+    #[arg(long, default_value_t = 30_000)]
+    pub resync_ms: u64,
+    /// Most containers reconciled at once
+    #[arg(long, default_value_t = 32)]
+    pub reconcile_concurrency: usize,
     /// Remove every container this daemon runs (with its network,
     /// svcprovider and files) and its firewall table, then exit; bismuthd
     /// itself must be stopped. ZooKeeper is left as it is
@@ -130,6 +138,8 @@ pub struct Config {
     pub restart_backoff_max: Duration,
     pub stop_grace: Duration,
     pub shutdown_grace: Duration,
+    pub resync: Duration,
+    pub reconcile_concurrency: usize,
 }
 
 impl Args {
@@ -151,6 +161,11 @@ impl Args {
         ensure!(
             self.restart_backoff_ms > 0 && self.restart_backoff_max_ms >= self.restart_backoff_ms,
             "--restart-backoff-ms must be positive and at most --restart-backoff-max-ms"
+        );
+        ensure!(self.resync_ms >= 100, "--resync-ms must be at least 100");
+        ensure!(
+            self.reconcile_concurrency > 0,
+            "--reconcile-concurrency must be positive"
         );
         let pool = Pool::parse(&self.container_net)
             .map_err(|e| anyhow::anyhow!("--container-net {}: {e}", self.container_net))?;
@@ -252,6 +267,8 @@ impl Args {
             restart_backoff_max: Duration::from_millis(self.restart_backoff_max_ms),
             stop_grace: Duration::from_millis(self.stop_grace_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            resync: Duration::from_millis(self.resync_ms),
+            reconcile_concurrency: self.reconcile_concurrency,
         })
     }
 }

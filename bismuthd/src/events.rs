@@ -1,23 +1,25 @@
-//! Process exits from containerd's event stream (`/tasks/exit` in our
-//! namespace), routed to each container's actor. After (re)subscribing it
-//! asks containerd for every task's state, so an exit during a gap in the
-//! stream (containerd restarting) is not lost.
+//! containerd's task exits (`/tasks/exit` in our namespace) as triggers:
+//! each enqueues its container. After every (re)subscription every known
+//! container is enqueued too, so a process that died while containerd or
+//! the stream was away is seen at once, not at the next resync.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bismuth_containerd::api::SubscribeRequest;
 use bismuth_containerd::events::TaskExit;
+use bismuth_controller::Backoff;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::node::Node;
+use crate::reconcile::Key;
 
 /// Runs until `shutdown`.
 pub async fn watch_exits(node: Arc<Node>, shutdown: CancellationToken) {
-    let mut failures = 0u32;
+    let mut retry = Backoff::new(Duration::from_millis(200), Duration::from_secs(5)).retry();
     loop {
         let req = SubscribeRequest {
             filters: vec![format!(
@@ -27,20 +29,21 @@ pub async fn watch_exits(node: Arc<Node>, shutdown: CancellationToken) {
         };
         let mut client = node.rt.ctd.events();
         // containerd sends the stream's headers with its first event, so the
-        // call completes only then; look for missed exits meanwhile.
+        // call completes only then: look at every container meanwhile (now,
+        // and once more when containerd surely serves again).
         let subscribe = client.subscribe(req);
         tokio::pin!(subscribe);
-        let checker = {
+        let recheck = {
             let node = Arc::clone(&node);
             tokio::spawn(async move {
-                node.check_exits().await;
+                enqueue_known(&node);
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                node.check_exits().await;
+                enqueue_known(&node);
             })
         };
         let stream = tokio::select! {
             _ = shutdown.cancelled() => {
-                checker.abort();
+                recheck.abort();
                 return;
             }
             r = &mut subscribe => r,
@@ -48,15 +51,15 @@ pub async fn watch_exits(node: Arc<Node>, shutdown: CancellationToken) {
         let mut stream = match stream {
             Ok(s) => s.into_inner(),
             Err(status) => {
-                failures += 1;
-                warn!(error = %status.message(), "cannot subscribe to containerd events; retrying");
+                let delay = retry.next_delay();
+                warn!(error = %status.message(), retry_in_ms = delay.as_millis() as u64, "cannot subscribe to containerd events");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(200 << failures.min(5))) => continue,
+                    _ = tokio::time::sleep(delay) => continue,
                 }
             }
         };
-        failures = 0;
+        retry.reset();
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -72,7 +75,7 @@ pub async fn watch_exits(node: Arc<Node>, shutdown: CancellationToken) {
                         Ok(exit) if exit.id == exit.container_id => {
                             if let Ok(cid) = Uuid::parse_str(&exit.container_id) {
                                 debug!(container = %cid, pid = exit.pid, status = exit.exit_status, "task exited");
-                                node.notify_exit(cid, (exit.pid, exit.exit_status));
+                                node.ctl.enqueue(Key::Container(cid));
                             }
                         }
                         Ok(_) => {}
@@ -85,6 +88,10 @@ pub async fn watch_exits(node: Arc<Node>, shutdown: CancellationToken) {
                 }
             }
         }
-        // The next subscription's resync covers the gap.
     }
+}
+
+fn enqueue_known(node: &Node) {
+    node.ctl
+        .enqueue_all(node.all().iter().map(|h| Key::Container(h.cid)));
 }

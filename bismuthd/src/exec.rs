@@ -14,7 +14,6 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedReadHalf;
-use tokio::net::UnixStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::http::{error, full, Body, BoxError};
@@ -50,7 +49,7 @@ pub async fn run(
     rest: &str,
     timeout: Duration,
 ) -> Response<Body> {
-    let stream = match UnixStream::connect(&t.runner_socket).await {
+    let stream = match crate::files::connect_runner(&t.runner_socket).await {
         Ok(s) => s,
         Err(e) => {
             return error(

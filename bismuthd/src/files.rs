@@ -1,6 +1,10 @@
 //! A container's files on the host: `{state}/containers/{cid}/` holds its
 //! log, the `/etc` files bound into it and its repository clone;
-//! `{run}/containers/{cid}/` is shared with it for the runner's socket.
+//! `{run}/containers/{cid}/` (root's) holds its svcprovider's state, and its
+//! `runner/` subdirectory is the only one shared with the container (the
+//! runner's socket, bound at `/.bismuth/run`). Everything the container can
+//! write is treated as hostile: the socket is opened without following
+//! links and must be a socket ([`connect_runner`]).
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -44,15 +48,33 @@ impl Files {
         self.root.join("repo")
     }
 
+    /// The directory shared with the container for the runner's socket.
+    pub fn runner_dir(&self) -> PathBuf {
+        self.run.join("runner")
+    }
+
     pub fn runner_socket(&self) -> PathBuf {
-        self.run.join("runner.sock")
+        self.runner_dir().join("runner.sock")
+    }
+
+    /// The svcprovider's pid, start time and token (root only).
+    pub fn svc_state(&self) -> PathBuf {
+        self.run.join("svcprovider.json")
+    }
+
+    /// Whether [`Files::create_dirs`] has run (the log exists).
+    pub fn exist(&self) -> bool {
+        self.log().exists() && self.runner_dir().is_dir()
     }
 
     /// Creates the directories and the log file (kept across restarts of the container).
     pub fn create_dirs(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(self.etc())?;
         std::fs::create_dir_all(&self.run)?;
-        std::os::unix::fs::chown(&self.run, Some(UID), Some(GID))?;
+        std::fs::set_permissions(&self.run, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::create_dir_all(self.runner_dir())?;
+        std::os::unix::fs::chown(self.runner_dir(), Some(UID), Some(GID))?;
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -140,6 +162,30 @@ impl Files {
         let _ = std::fs::remove_dir_all(&self.root);
         let _ = std::fs::remove_dir_all(&self.run);
     }
+}
+
+/// Connects to a container's runner socket without trusting the path: the
+/// directory is the container's to write, so the last component is opened
+/// with `O_PATH | O_NOFOLLOW` (a symlink planted there fails), checked to be
+/// a socket, and connected to through `/proc/self/fd` (no second lookup a
+/// swap could race).
+pub async fn connect_runner(path: &Path) -> std::io::Result<tokio::net::UnixStream> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::io::AsRawFd;
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)?;
+    if !handle.metadata()?.file_type().is_socket() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a socket",
+            path.display()
+        )));
+    }
+    let via = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let stream = tokio::net::UnixStream::connect(&via).await;
+    drop(handle);
+    stream
 }
 
 /// The host's nameservers minus loopback ones (unreachable from a container).

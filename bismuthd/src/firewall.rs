@@ -17,8 +17,10 @@
 //!   IPv6 is dropped; the rest (the internet) passes only with `--egress`,
 //!   masqueraded.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -45,6 +47,8 @@ pub struct Firewall {
     egress: bool,
     /// This daemon's container range.
     range: String,
+    /// The svcprovider elements the table should hold (veth, host address).
+    members: Arc<Mutex<BTreeSet<(String, Ipv4Addr)>>>,
 }
 
 impl Firewall {
@@ -53,7 +57,38 @@ impl Firewall {
             table: format!("bismuth_{instance}"),
             egress,
             range,
+            members: Arc::default(),
         }
+    }
+
+    fn members(&self) -> MutexGuard<'_, BTreeSet<(String, Ipv4Addr)>> {
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the container behind `ifname` was let through.
+    pub fn has(&self, ifname: &str, host_ip: Ipv4Addr) -> bool {
+        self.members().contains(&(ifname.to_owned(), host_ip))
+    }
+
+    /// Installs the table again with every element it should hold.
+    pub async fn reinstall(&self) -> Result<(), FirewallError> {
+        let members: Vec<(String, Ipv4Addr)> = self.members().iter().cloned().collect();
+        self.install(&members).await
+    }
+
+    /// Whether the live table still is what [`Firewall::ruleset`] made:
+    /// present, its drop rules there, every element in its set.
+    pub async fn intact(&self) -> bool {
+        let out = Command::new("nft")
+            .args(["list", "table", "inet", &self.table])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .await;
+        let Ok(out) = out else { return false };
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let expected = self.members().clone();
+        out.status.success() && listing_is_intact(&listing, &expected)
     }
 
     pub fn table(&self) -> &str {
@@ -108,9 +143,10 @@ impl Firewall {
         )
     }
 
-    /// Creates (or replaces) the table atomically.
+    /// Creates (or replaces) the table atomically with these elements.
     pub async fn install(&self, members: &[(String, Ipv4Addr)]) -> Result<(), FirewallError> {
         nft(&self.ruleset(members)).await?;
+        *self.members() = members.iter().cloned().collect();
         if self.egress {
             let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1");
         }
@@ -124,11 +160,14 @@ impl Firewall {
             "add element inet {} svc {{ \"{ifname}\" . {host_ip} . {SVC_PORT} }}\n",
             self.table
         ))
-        .await
+        .await?;
+        self.members().insert((ifname.to_owned(), host_ip));
+        Ok(())
     }
 
     /// Takes that permission back (a missing element is fine).
     pub async fn forget(&self, ifname: &str, host_ip: Ipv4Addr) {
+        self.members().remove(&(ifname.to_owned(), host_ip));
         let _ = nft(&format!(
             "delete element inet {} svc {{ \"{ifname}\" . {host_ip} . {SVC_PORT} }}\n",
             self.table
@@ -141,6 +180,16 @@ impl Firewall {
         let _ = nft(&format!("delete table inet {}\n", self.table)).await;
         info!(table = %self.table, "firewall rules removed");
     }
+}
+
+/// The check behind [`Firewall::intact`], on `nft list table` output.
+fn listing_is_intact(listing: &str, members: &BTreeSet<(String, Ipv4Addr)>) -> bool {
+    let rules = ["chain input", "chain forward", "oif missing", "@svc accept"];
+    rules.iter().all(|r| listing.contains(r))
+        && listing.matches("drop").count() >= 5
+        && members
+            .iter()
+            .all(|(ifname, ip)| listing.contains(&format!("\"{ifname}\" . {ip} . {SVC_PORT}")))
 }
 
 async fn nft(script: &str) -> Result<(), FirewallError> {

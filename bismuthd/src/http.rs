@@ -90,6 +90,7 @@ impl Server {
                 "node": self.node.cfg.node_ip,
                 "containers": all.len(),
                 "running": running,
+                "addresses_in_use": self.node.cfg.pool.in_use(),
             }),
         )
     }
@@ -101,15 +102,11 @@ impl Server {
                 format!("container {cid} does not run on this node"),
             );
         };
-        let state = h.state();
-        let target = match (state, h.target.get()) {
-            (ContainerState::Running, Some(t)) => Arc::clone(t),
-            _ => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("container {cid} is {state:?}, not Running"),
-                )
-            }
+        let Some(target) = h.running_target() else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("container {cid} is {:?}, not Running", h.state()),
+            );
         };
         let traceparent =
             trace::next_traceparent(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));

@@ -1,11 +1,16 @@
 //! The pool of container networks: a /30 per container (host side .1,
-//! container .2) carved from one range. A range is never handed to two live
-//! containers; freed ranges are reused last (round robin), so a stale ARP or
-//! conntrack entry of a removed container rarely meets its successor.
+//! container .2) carved from one range. Slots are held *by container id*:
+//! asking again for the same container gives the same slot, so a start that
+//! fails and is retried never takes a second one. A range is never handed to
+//! two live containers; freed ranges are reused last (round robin), so a
+//! stale ARP or conntrack entry of a removed container rarely meets its
+//! successor.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use uuid::Uuid;
 
 /// One container's /30.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +25,8 @@ pub struct Subnet {
 
 #[derive(Debug, Default)]
 struct State {
-    used: BTreeSet<u32>,
+    used: BTreeMap<u32, Uuid>,
+    by_container: HashMap<Uuid, u32>,
     next: u32,
 }
 
@@ -81,12 +87,22 @@ impl Pool {
         })
     }
 
-    /// Takes a free /30, `None` when all are in use.
-    pub fn allocate(&self) -> Option<Subnet> {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The /30 of container `cid`: the one it holds, else a free one;
+    /// `None` when all are in use.
+    pub fn allocate(&self, cid: Uuid) -> Option<Subnet> {
+        let mut s = self.state();
+        if let Some(&slot) = s.by_container.get(&cid) {
+            return self.subnet(slot);
+        }
         for i in 0..self.slots {
             let slot = (s.next + i) % self.slots;
-            if s.used.insert(slot) {
+            if let std::collections::btree_map::Entry::Vacant(e) = s.used.entry(slot) {
+                e.insert(cid);
+                s.by_container.insert(cid, slot);
                 s.next = (slot + 1) % self.slots;
                 return self.subnet(slot);
             }
@@ -94,24 +110,36 @@ impl Pool {
         None
     }
 
-    /// Marks `slot` as in use (an adopted container's); false if it already was.
-    pub fn reserve(&self, slot: u32) -> bool {
-        slot < self.slots
-            && self
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .used
-                .insert(slot)
+    /// Gives `cid` the slot `slot` (an adopted container's, from its
+    /// label); false if another container holds it or it is out of range.
+    pub fn reserve(&self, cid: Uuid, slot: u32) -> bool {
+        if slot >= self.slots {
+            return false;
+        }
+        let mut s = self.state();
+        match s.used.get(&slot) {
+            Some(holder) => *holder == cid,
+            None => {
+                if let Some(old) = s.by_container.insert(cid, slot) {
+                    s.used.remove(&old);
+                }
+                s.used.insert(slot, cid);
+                true
+            }
+        }
     }
 
-    /// Returns `slot` to the pool.
-    pub fn release(&self, slot: u32) {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .used
-            .remove(&slot);
+    /// Returns `cid`'s slot to the pool (nothing if it holds none).
+    pub fn release(&self, cid: Uuid) {
+        let mut s = self.state();
+        if let Some(slot) = s.by_container.remove(&cid) {
+            s.used.remove(&slot);
+        }
+    }
+
+    /// Slots in use.
+    pub fn in_use(&self) -> usize {
+        self.state().used.len()
     }
 
     /// Whether `addr` lies in the pool's range.
@@ -149,24 +177,43 @@ mod tests {
     #[test]
     fn never_hands_out_a_slot_twice() {
         let p = Pool::parse("10.0.0.0/28").unwrap(); // 4 slots
-        let got: Vec<u32> = (0..4).map(|_| p.allocate().unwrap().slot).collect();
+        let ids: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+        let got: Vec<u32> = ids[..4]
+            .iter()
+            .map(|c| p.allocate(*c).unwrap().slot)
+            .collect();
         assert_eq!(got, vec![0, 1, 2, 3]);
-        assert!(p.allocate().is_none());
-        p.release(1);
-        assert_eq!(p.allocate().unwrap().slot, 1);
-        assert!(p.allocate().is_none());
+        assert!(p.allocate(ids[4]).is_none());
+        p.release(ids[1]);
+        assert_eq!(p.allocate(ids[4]).unwrap().slot, 1);
+        assert_eq!(p.in_use(), 4);
+    }
+
+    #[test]
+    fn the_same_container_keeps_its_slot_however_often_it_asks() {
+        let p = Pool::parse("10.0.0.0/24").unwrap();
+        let c = Uuid::new_v4();
+        let first = p.allocate(c).unwrap();
+        for _ in 0..50 {
+            assert_eq!(p.allocate(c).unwrap(), first);
+        }
+        assert_eq!(p.in_use(), 1);
+        p.release(c);
+        p.release(c);
+        assert_eq!(p.in_use(), 0);
     }
 
     #[test]
     fn reserved_slots_are_skipped_and_freed_ones_reused_last() {
         let p = Pool::parse("10.0.0.0/28").unwrap();
-        assert!(p.reserve(0));
-        assert!(!p.reserve(0));
-        assert!(!p.reserve(99));
-        let a = p.allocate().unwrap().slot;
-        assert_eq!(a, 1);
-        p.release(a);
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        assert!(p.reserve(a, 0));
+        assert!(p.reserve(a, 0), "the holder may reserve again");
+        assert!(!p.reserve(b, 0), "another container may not");
+        assert!(!p.reserve(b, 99));
+        assert_eq!(p.allocate(b).unwrap().slot, 1);
+        p.release(b);
         // The cursor moved on: 2 comes before the just-freed 1.
-        assert_eq!(p.allocate().unwrap().slot, 2);
+        assert_eq!(p.allocate(c).unwrap().slot, 2);
     }
 }

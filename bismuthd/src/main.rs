@@ -11,8 +11,8 @@ async fn main() -> anyhow::Result<()> {
     if args.clean_up {
         let report = bismuthd::clean_up(config).await?;
         println!(
-            "removed {} containers, {} networks, {} snapshots",
-            report.removed_containers, report.removed_networks, report.removed_snapshots
+            "removed {} containers, {} snapshots",
+            report.removed_containers, report.removed_snapshots
         );
         return Ok(());
     }

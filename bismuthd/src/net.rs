@@ -28,6 +28,16 @@ pub struct NetError {
     detail: String,
 }
 
+/// What [`Net::check`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetState {
+    Intact,
+    /// The namespace is there, the host-side veth is not (deleted by hand).
+    VethMissing,
+    /// No namespace: a process still in it cannot be reached any more.
+    NamespaceMissing,
+}
+
 /// One container's network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Net {
@@ -66,35 +76,69 @@ impl Net {
     pub async fn create(&self) -> Result<(), NetError> {
         // Whatever a crash left under these names goes first.
         self.destroy().await;
-        let peer = format!("bp{}", &self.host_if[HOST_IF_PREFIX.len()..]);
-        let host = format!(
-            "netns add {ns}\n\
-             link add {hif} group {group} type veth peer name {peer} netns {ns}\n\
-             addr add {hip}/30 dev {hif}\n\
-             link set {hif} up\n",
-            ns = self.netns,
-            hif = self.host_if,
-            group = LINK_GROUP,
-            hip = self.host_ip(),
-        );
-        let inside = format!(
-            "link set {peer} name eth0\n\
-             addr add {cip}/30 dev eth0\n\
-             link set eth0 up\n\
-             link set lo up\n\
-             route add default via {hip} dev eth0\n",
-            cip = self.container_ip(),
-            hip = self.host_ip(),
-        );
+        let host = format!("netns add {}\n{}", self.netns, self.veth_batch());
         let result = async {
             ip_batch(&[], &host, "host side").await?;
-            ip_batch(&["-n", &self.netns], &inside, "container side").await
+            ip_batch(&["-n", &self.netns], &self.inside_batch(), "container side").await
         }
         .await;
         if result.is_err() {
             self.destroy().await;
         }
         result
+    }
+
+    /// What is there of the network now (no process spawned: two stats).
+    pub fn check(&self) -> NetState {
+        let ns = self.netns_path().exists();
+        let link = std::path::Path::new("/sys/class/net")
+            .join(&self.host_if)
+            .exists();
+        match (ns, link) {
+            (true, true) => NetState::Intact,
+            (true, false) => NetState::VethMissing,
+            (false, _) => NetState::NamespaceMissing,
+        }
+    }
+
+    /// Puts a deleted veth pair back into the existing namespace (a
+    /// process in it keeps its namespace, so it serves again at once).
+    pub async fn repair_veth(&self) -> Result<(), NetError> {
+        let _ = ip(&["link", "del", &self.host_if]).await;
+        ip_batch(&[], &self.veth_batch(), "host side").await?;
+        ip_batch(&["-n", &self.netns], &self.inside_batch(), "container side").await
+    }
+
+    fn peer(&self) -> String {
+        format!("bp{}", &self.host_if[HOST_IF_PREFIX.len()..])
+    }
+
+    /// The host side: the pair, its far end moved into the namespace.
+    fn veth_batch(&self) -> String {
+        format!(
+            "link add {hif} group {group} type veth peer name {peer} netns {ns}\n\
+             addr add {hip}/30 dev {hif}\n\
+             link set {hif} up\n",
+            ns = self.netns,
+            hif = self.host_if,
+            peer = self.peer(),
+            group = LINK_GROUP,
+            hip = self.host_ip(),
+        )
+    }
+
+    /// Inside the namespace: eth0 with .2 and the default route via .1.
+    fn inside_batch(&self) -> String {
+        format!(
+            "link set {peer} name eth0\n\
+             addr add {cip}/30 dev eth0\n\
+             link set eth0 up\n\
+             link set lo up\n\
+             route add default via {hip} dev eth0\n",
+            peer = self.peer(),
+            cip = self.container_ip(),
+            hip = self.host_ip(),
+        )
     }
 
     /// Deletes the veth pair (both ends) and the namespace; missing parts are fine.

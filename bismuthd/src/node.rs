@@ -1,29 +1,25 @@
-//! The daemon's shared state: configuration, clients, the network pool and
-//! the live containers by id, with what ZooKeeper wants applied to them
-//! (start the new, stop the removed).
+//! The daemon's shared state: configuration and clients, what ZooKeeper
+//! wants on this node ([`Desired`], kept by the watch), and one [`Handle`]
+//! per container bismuthd knows of (what it made and last saw, changed only
+//! by that container's reconcile; read by the HTTP handlers).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bismuth_containerd::Puller;
+use bismuth_controller::Controller;
 use bismuth_model::{ContainerState, FunctionDefinition, FunctionId};
 use bismuth_zk::Zk;
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::files::Files;
-use crate::ipam::Subnet;
 use crate::net::Net;
+use crate::reconcile::Key;
 use crate::runtime::Runtime;
 use crate::status::StatusReporter;
-
-/// A process exit seen by containerd: the pid and its exit status.
-pub type Exit = (u32, u32);
 
 /// What an invocation needs to reach a Running container.
 #[derive(Clone, Debug)]
@@ -33,41 +29,68 @@ pub struct Target {
     pub net: Net,
     /// The runner's socket on the host (Executable mode).
     pub runner_socket: PathBuf,
-    /// The container's svcprovider token (`BISMUTH_AUTH`).
-    pub token: String,
 }
 
-/// A container that survived a bismuthd restart, to be adopted as it is.
-#[derive(Clone, Debug)]
-pub struct Adopted {
-    pub subnet: Subnet,
+/// What the reconcile of one container knows about it. Only that reconcile
+/// (one at a time per container) changes it.
+#[derive(Debug, Default)]
+pub struct Actual {
+    /// The function, its network and its svcprovider token, once read.
+    pub function: Option<(FunctionId, FunctionDefinition)>,
+    pub net: Option<Net>,
+    /// Pid of the task's process this daemon last saw running (0: none).
     pub pid: u32,
-    /// Its svcprovider token, from the container's spec.
-    pub token: Option<String>,
+    /// When that process was first seen running (for the restart backoff).
+    pub running_since: Option<std::time::Instant>,
+    /// When that process started (for the readiness log line).
+    pub started_at: Option<std::time::Instant>,
+    /// Failures in a row (exits or failed starts).
+    pub failures: u32,
+    /// No new start before this instant.
+    pub next_start: Option<std::time::Instant>,
+    /// Whether "still waiting" was logged for the current start.
+    pub waiting_logged: bool,
 }
 
-/// One container bismuthd runs.
+/// One container bismuthd runs or has to remove.
 #[derive(Debug)]
 pub struct Handle {
     pub cid: Uuid,
     pub files: Files,
     /// The state last reported.
     pub state: watch::Sender<ContainerState>,
-    /// Set once the container's function and network are known.
+    /// Set once the container serves: what invocations need.
     pub target: OnceLock<Arc<Target>>,
-    /// The network to release on removal (set as soon as it is allocated).
-    pub net: Mutex<Option<Net>>,
-    /// Pid of the current task's process (0: none).
-    pub pid: AtomicU32,
-    pub exits: mpsc::UnboundedSender<Exit>,
-    /// Cancelled when ZooKeeper no longer wants the container.
-    pub stop: CancellationToken,
+    /// Why it last failed, for people.
+    pub reason: Mutex<Option<String>>,
+    pub actual: tokio::sync::Mutex<Actual>,
 }
 
 impl Handle {
     pub fn state(&self) -> ContainerState {
         *self.state.borrow()
     }
+
+    /// Why it last failed.
+    pub fn reason_lock(&self) -> MutexGuard<'_, Option<String>> {
+        lock(&self.reason)
+    }
+
+    /// The target, while the container is Running.
+    pub fn running_target(&self) -> Option<Arc<Target>> {
+        (self.state() == ContainerState::Running)
+            .then(|| self.target.get().cloned())
+            .flatten()
+    }
+}
+
+/// What ZooKeeper wants on this node, as the watch last read it.
+#[derive(Debug, Default)]
+pub struct Desired {
+    /// False until the children of `/node/{ip}/container` were read once:
+    /// nothing is removed for being unwanted before that.
+    pub known: bool,
+    pub containers: HashSet<Uuid>,
 }
 
 /// Shared daemon state.
@@ -79,106 +102,103 @@ pub struct Node {
     pub puller: Puller,
     pub status: StatusReporter,
     pub firewall: crate::firewall::Firewall,
+    pub svc: crate::svc::Supervisor,
+    pub ctl: Controller<Key>,
+    desired: Mutex<Desired>,
     containers: Mutex<HashMap<Uuid, Arc<Handle>>>,
-    /// Containers found running at start-up, adopted when ZooKeeper wants them.
-    adoptable: Mutex<HashMap<Uuid, Adopted>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Node {
     pub fn new(cfg: Config, zk: Zk, rt: Runtime, puller: Puller) -> Arc<Node> {
         let status = StatusReporter::start(zk.clone(), cfg.node_ip);
         let firewall = crate::firewall::Firewall::new(&cfg.instance, cfg.egress, cfg.pool.cidr());
+        let ctl = Controller::new("bismuthd");
+        let svc = crate::svc::Supervisor::new(cfg.svc.clone(), ctl.clone());
         Arc::new(Node {
             firewall,
+            svc,
             cfg,
             zk,
             rt,
             puller,
             status,
+            ctl,
+            desired: Mutex::default(),
             containers: Mutex::default(),
-            adoptable: Mutex::default(),
         })
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Handle>>> {
-        self.containers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The container `cid`, if this node runs it.
+    /// The container `cid`, if this node knows it.
     pub fn get(&self, cid: Uuid) -> Option<Arc<Handle>> {
-        self.map().get(&cid).cloned()
+        lock(&self.containers).get(&cid).cloned()
     }
 
-    /// Every container.
-    pub fn all(&self) -> Vec<Arc<Handle>> {
-        self.map().values().cloned().collect()
+    /// The container `cid`, made known if it was not.
+    pub fn get_or_insert(&self, cid: Uuid) -> Arc<Handle> {
+        Arc::clone(lock(&self.containers).entry(cid).or_insert_with(|| {
+            Arc::new(Handle {
+                cid,
+                files: Files::new(&self.cfg.state_dir, &self.cfg.run_dir, cid),
+                state: watch::Sender::new(ContainerState::Invalid),
+                target: OnceLock::new(),
+                reason: Mutex::new(None),
+                actual: tokio::sync::Mutex::default(),
+            })
+        }))
     }
 
-    pub fn set_adoptable(&self, found: HashMap<Uuid, Adopted>) {
-        *self
-            .adoptable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = found;
-    }
-
-    /// Starts `cid` unless it runs already.
-    pub fn want(self: &Arc<Self>, cid: Uuid) {
-        let mut map = self.map();
-        if map.contains_key(&cid) {
-            return;
-        }
-        let adopted = self
-            .adoptable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&cid);
-        let (exits_tx, exits_rx) = mpsc::unbounded_channel();
-        let handle = Arc::new(Handle {
-            cid,
-            files: Files::new(&self.cfg.state_dir, &self.cfg.run_dir, cid),
-            state: watch::Sender::new(ContainerState::Invalid),
-            target: OnceLock::new(),
-            net: Mutex::new(None),
-            pid: AtomicU32::new(adopted.as_ref().map_or(0, |a| a.pid)),
-            exits: exits_tx,
-            stop: CancellationToken::new(),
-        });
-        map.insert(cid, Arc::clone(&handle));
-        let node = Arc::clone(self);
-        let span = tracing::info_span!("container", id = %cid);
-        tokio::spawn(crate::container::run(node, handle, exits_rx, adopted).instrument(span));
-    }
-
-    /// Stops and removes `cid` (the actor removes itself from the map when done).
-    pub fn unwant(&self, cid: Uuid) {
-        if let Some(h) = self.get(cid) {
-            h.stop.cancel();
-        }
-    }
-
-    /// Makes the running set equal `wanted`.
-    pub fn sync(self: &Arc<Self>, wanted: &HashSet<Uuid>) {
-        for h in self.all() {
-            if !wanted.contains(&h.cid) {
-                h.stop.cancel();
-            }
-        }
-        for cid in wanted {
-            self.want(*cid);
-        }
-    }
-
-    /// Called by an actor after tear-down.
+    /// Forgets `cid` (after it was removed).
     pub fn forget(&self, cid: Uuid) {
-        self.map().remove(&cid);
+        lock(&self.containers).remove(&cid);
     }
 
-    /// Routes a process exit to its container.
-    pub fn notify_exit(&self, cid: Uuid, exit: Exit) {
-        if let Some(h) = self.get(cid) {
-            let _ = h.exits.send(exit);
+    /// Every container this node knows.
+    pub fn all(&self) -> Vec<Arc<Handle>> {
+        lock(&self.containers).values().cloned().collect()
+    }
+
+    /// Whether ZooKeeper wants `cid` here: `None` while not known yet.
+    pub fn wanted(&self, cid: Uuid) -> Option<bool> {
+        let d = lock(&self.desired);
+        d.known.then(|| d.containers.contains(&cid))
+    }
+
+    /// Every container ZooKeeper wants here.
+    pub fn desired(&self) -> HashSet<Uuid> {
+        lock(&self.desired).containers.clone()
+    }
+
+    /// Replaces the wanted set (a full read); returns the keys that changed.
+    pub fn set_desired(&self, containers: HashSet<Uuid>) -> Vec<Uuid> {
+        let mut d = lock(&self.desired);
+        let changed = d
+            .containers
+            .symmetric_difference(&containers)
+            .copied()
+            .collect();
+        d.containers = containers;
+        d.known = true;
+        changed
+    }
+
+    /// Adds or removes one wanted container (a watch event).
+    pub fn set_wanted(&self, cid: Uuid, wanted: bool) {
+        let mut d = lock(&self.desired);
+        if wanted {
+            d.containers.insert(cid);
+        } else {
+            d.containers.remove(&cid);
+        }
+    }
+
+    /// Records and reports a container's new state (once per change).
+    pub fn set_state(&self, h: &Handle, state: ContainerState) {
+        if h.state.send_replace(state) != state {
+            self.status.report(h.cid, state);
         }
     }
 
@@ -188,32 +208,6 @@ impl Node {
             let state = h.state();
             if state != ContainerState::Invalid {
                 self.status.report(h.cid, state);
-            }
-        }
-    }
-
-    /// Records and reports a container's new state.
-    pub fn set_state(&self, h: &Handle, state: ContainerState) {
-        h.state.send_replace(state);
-        self.status.report(h.cid, state);
-    }
-
-    /// Asks containerd about every container with a live process and
-    /// delivers the exits that an event-stream gap may have hidden.
-    pub async fn check_exits(&self) {
-        for h in self.all() {
-            let pid = h.pid.load(Ordering::SeqCst);
-            if pid == 0 {
-                continue;
-            }
-            match self.rt.task_state(&h.cid.to_string()).await {
-                Ok(Some(crate::runtime::TaskState::Stopped { exit })) => {
-                    let _ = h.exits.send((pid, exit));
-                }
-                Ok(None) => {
-                    let _ = h.exits.send((pid, 255));
-                }
-                _ => {}
             }
         }
     }

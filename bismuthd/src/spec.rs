@@ -39,8 +39,10 @@ pub struct SpecInput<'a> {
     pub etc_dir: &'a Path,
     /// Host directory cloned from the function's repository, if any.
     pub repo_dir: Option<&'a Path>,
-    /// Runner binary and its socket directory (Executable mode).
-    pub runner: Option<(&'a Path, &'a Path)>,
+    /// The runner binary, PID 1 of every container.
+    pub runner: &'a Path,
+    /// The runner's socket directory (Executable mode).
+    pub runner_dir: Option<&'a Path>,
 }
 
 /// Capabilities the process may ever hold. It runs as uid 1000 with no new
@@ -173,8 +175,8 @@ pub fn build(input: &SpecInput<'_>) -> Value {
     if let Some(repo) = input.repo_dir {
         mounts.push(bind(repo, "/repo", false));
     }
-    if let Some((binary, dir)) = input.runner {
-        mounts.push(bind(binary, RUNNER_PATH, true));
+    mounts.push(bind(input.runner, RUNNER_PATH, true));
+    if let Some(dir) = input.runner_dir {
         mounts.push(bind(dir, RUNNER_DIR, false));
     }
 
@@ -250,7 +252,8 @@ mod tests {
             netns,
             etc_dir: etc,
             repo_dir: None,
-            runner: None,
+            runner: Path::new("/usr/lib/bismuth/bismuth-runner"),
+            runner_dir: None,
         }
     }
 

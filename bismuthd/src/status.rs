@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use bismuth_controller::Backoff;
 use bismuth_model::{paths, ContainerState};
 use bismuth_zk::{Zk, ZkError};
 use tokio::sync::mpsc;
@@ -34,7 +35,7 @@ impl StatusReporter {
 
 async fn write_loop(zk: Zk, ip: Ipv4Addr, mut rx: mpsc::UnboundedReceiver<(Uuid, ContainerState)>) {
     let mut pending: HashMap<Uuid, ContainerState> = HashMap::new();
-    let mut failures = 0u32;
+    let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(3)).retry();
     loop {
         if pending.is_empty() {
             match rx.recv().await {
@@ -48,7 +49,7 @@ async fn write_loop(zk: Zk, ip: Ipv4Addr, mut rx: mpsc::UnboundedReceiver<(Uuid,
             pending.insert(cid, state);
         }
         let batch: Vec<(Uuid, ContainerState)> = pending.iter().map(|(c, s)| (*c, *s)).collect();
-        let mut retry = false;
+        let mut again = false;
         for (cid, state) in batch {
             let path = paths::container_status(ip, cid);
             match zk.set(&path, &[state.to_byte()], None).await {
@@ -65,7 +66,7 @@ async fn write_loop(zk: Zk, ip: Ipv4Addr, mut rx: mpsc::UnboundedReceiver<(Uuid,
                     remove_if_same(&mut pending, cid, state);
                 }
                 Err(e) if e.is_transient() => {
-                    retry = true;
+                    again = true;
                     break;
                 }
                 Err(e) => {
@@ -74,11 +75,10 @@ async fn write_loop(zk: Zk, ip: Ipv4Addr, mut rx: mpsc::UnboundedReceiver<(Uuid,
                 }
             }
         }
-        if retry {
-            failures += 1;
-            tokio::time::sleep(Duration::from_millis(100 << failures.min(5))).await;
+        if again {
+            retry.wait().await;
         } else {
-            failures = 0;
+            retry.reset();
         }
     }
 }

@@ -136,13 +136,9 @@ async fn containers_reach_only_their_own_svcprovider() {
         .contains(&a_host.to_string()));
 
     // The svcprovider is supervised: killed, it is back (same token, same data).
-    let pidfile = host
-        .dir
-        .path()
-        .join(format!("run/containers/{a}/svcprovider.pid"));
-    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let pid = host.svc_pid(a).unwrap();
     assert!(Command::new("kill")
-        .args(["-9", pid.trim()])
+        .args(["-9", &pid.to_string()])
         .status()
         .unwrap()
         .success());
@@ -156,7 +152,7 @@ async fn containers_reach_only_their_own_svcprovider() {
         (out == "hello").then_some(())
     })
     .await;
-    assert_ne!(std::fs::read_to_string(&pidfile).unwrap(), pid);
+    assert_ne!(host.svc_pid(a).unwrap(), pid);
 
     // The targets exist and listen: the host reaches them.
     assert!(std::net::TcpStream::connect((b_ip, 8080)).is_ok());

@@ -5,7 +5,8 @@
 //! to the container's log. One process per request without a containerd exec
 //! (about 50 ms each) is what keeps Executable mode fast.
 //!
-//! Usage: `bismuth-runner SOCKET -- COMMAND [ARG...]`
+//! Usage: `bismuth-runner SOCKET -- COMMAND [ARG...]`; with `--init` instead
+//! of a socket it is the init of a Server-mode container (see `init.rs`).
 //!
 //! Wire format (see `bismuthd/src/exec.rs` for the other side):
 //! - request: `u32` big-endian length, then that many bytes of `KEY=VALUE\n`
@@ -16,6 +17,7 @@
 //!   stdout bytes. Kind 2: the end, data an `i32` (exit code, or minus the
 //!   signal number). Kind 3: the end, data a message (the command did not start).
 
+mod init;
 mod protocol;
 mod reaper;
 
@@ -38,6 +40,9 @@ fn main() {
     };
     if sep != 2 || args.len() <= sep + 1 {
         usage();
+    }
+    if args[1] == "--init" {
+        init::run(&args[sep + 1..]);
     }
     let socket = &args[1];
     let command: Arc<Vec<String>> = Arc::new(args[sep + 1..].to_vec());
@@ -73,6 +78,7 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!("usage: bismuth-runner SOCKET -- COMMAND [ARG...]");
+    eprintln!("       bismuth-runner --init -- COMMAND [ARG...]");
     std::process::exit(2);
 }
 

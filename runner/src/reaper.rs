@@ -10,12 +10,15 @@ use nix::sys::signal::{kill as send_signal, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
+/// Requests waiting for their command, by pid. A status is only ever
+/// delivered to the request that spawned that pid: `spawn` registers the
+/// pid while holding the lock it forked under, so the reaper (which needs
+/// the lock to deliver) cannot see the exit first. Statuses of other
+/// processes (orphans re-parented to PID 1) are dropped, never kept: kept,
+/// one could answer a later request whose command got the same pid.
 #[derive(Default)]
 struct State {
-    /// Requests waiting for their command, by pid.
     waiting: HashMap<i32, Sender<i32>>,
-    /// Statuses reaped before their request registered.
-    early: HashMap<i32, i32>,
 }
 
 /// Shared handle to the reaper.
@@ -60,15 +63,7 @@ impl Reaper {
         // Held across spawn so the reaper cannot miss the new pid.
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let child = cmd.spawn()?;
-        let pid = child.id() as i32;
-        match state.early.remove(&pid) {
-            Some(status) => {
-                let _ = tx.send(status);
-            }
-            None => {
-                state.waiting.insert(pid, tx);
-            }
-        }
+        state.waiting.insert(child.id() as i32, tx);
         self.spawned.notify_all();
         Ok((child, rx))
     }
@@ -76,21 +71,30 @@ impl Reaper {
 
 fn deliver(state: &Mutex<State>, pid: i32, status: i32) {
     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-    match state.waiting.remove(&pid) {
-        Some(tx) => {
-            let _ = tx.send(status);
-        }
-        None => {
-            // An orphan, or a request still registering; bound the map.
-            if state.early.len() > 4096 {
-                state.early.clear();
-            }
-            state.early.insert(pid, status);
-        }
+    if let Some(tx) = state.waiting.remove(&pid) {
+        let _ = tx.send(status);
     }
 }
 
 /// SIGKILLs a command.
 pub fn kill(pid: u32) {
     let _ = send_signal(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_nobody_waits_for_is_never_handed_to_a_later_request() {
+        let state = Mutex::new(State::default());
+        // An orphan with pid 4242 exits while no request has that pid ...
+        deliver(&state, 4242, 7);
+        // ... then a request's command gets the reused pid 4242.
+        let (tx, rx) = channel();
+        state.lock().unwrap().waiting.insert(4242, tx);
+        assert!(rx.try_recv().is_err(), "the orphan's status answered");
+        deliver(&state, 4242, 0);
+        assert_eq!(rx.recv().unwrap(), 0);
+    }
 }

@@ -243,6 +243,16 @@ impl Host {
         self.ctd.task_pid(NS, &cid.to_string())
     }
 
+    /// The pid of a container's svcprovider, from its record.
+    pub fn svc_pid(&self, cid: Uuid) -> Option<u32> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("run/containers/{cid}/svcprovider.json"));
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        record["pid"].as_u64().map(|p| p as u32)
+    }
+
     pub fn log_path(&self, cid: Uuid) -> PathBuf {
         self.dir.path().join(format!("state/containers/{cid}/log"))
     }
@@ -288,6 +298,14 @@ impl Host {
             .exists()
         {
             found.push("state dir".into());
+        }
+        if self
+            .dir
+            .path()
+            .join(format!("run/containers/{id}"))
+            .exists()
+        {
+            found.push("run dir".into());
         }
         found
     }

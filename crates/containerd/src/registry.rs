@@ -129,6 +129,22 @@ impl Puller {
             reason: e.to_string(),
         })?;
         let name = reference.canonical();
+        // The name exactly as given first (an image imported as
+        // `local/busybox:latest` is stored under that name), then its
+        // normalized form (`docker.io/local/busybox:latest`); only then a pull.
+        if image != name {
+            if let Ok(Some(r)) = ctd.resolve_image(image).await {
+                if r.chain_id.is_empty() || ctd.snapshot_exists(&r.chain_id).await? {
+                    return Ok(r);
+                }
+                return ctd
+                    .leased(|ctd| async move {
+                        ctd.unpack(&r).await?;
+                        Ok(r)
+                    })
+                    .await;
+            }
+        }
         let lock = {
             let mut map = self.in_flight.lock().await;
             map.entry(name.clone()).or_default().clone()
