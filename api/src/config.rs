@@ -66,6 +66,11 @@ impl Args {
                 self.listen
             );
         }
+        bismuth_svcstore::StoreUrl::parse(&self.svc_store)
+            .map_err(|e| anyhow::anyhow!("--svc-store: {e}"))?;
+        if let Some(path) = &self.secret_key_file {
+            crate::state::read_key(path).map_err(anyhow::Error::msg)?;
+        }
         Ok(Config {
             zk: self.zookeeper.config()?,
             auth_token: self.auth_token.clone(),

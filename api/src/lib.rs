@@ -37,6 +37,14 @@ pub async fn run(
             connecting.set_zk(zk);
         }
     });
+    if config.secret_key_file.is_some() {
+        let opening = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = opening.secrets().await {
+                tracing::warn!(error = %e, "cannot open the secret store yet; will retry on the first secret write");
+            }
+        });
+    }
     info!(addr = %listener.local_addr()?, "api serving");
     axum::serve(listener, routes::router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -9,6 +9,9 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
+use bismuth_svcstore::crypto::SecretKey;
+use bismuth_svcstore::{SecretWriter, StoreUrl};
+
 use crate::error::ApiError;
 use crate::Config;
 
@@ -23,6 +26,9 @@ struct Inner {
     config: Config,
     zk: OnceLock<Zk>,
     http: Client<HttpConnector, Empty<Bytes>>,
+    /// Opened once (at start-up, or at the first secret write if the store
+    /// was away then) and shared by every secret write.
+    secrets: tokio::sync::OnceCell<SecretWriter>,
 }
 
 impl AppState {
@@ -36,6 +42,7 @@ impl AppState {
                 config,
                 zk: OnceLock::new(),
                 http,
+                secrets: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -57,8 +64,38 @@ impl AppState {
         &self.inner.config
     }
 
+    /// The secret writer, opened on first use; 503 when secrets are not
+    /// configured or the store cannot be opened.
+    pub async fn secrets(&self) -> Result<&SecretWriter, ApiError> {
+        let config = &self.inner.config;
+        self.inner
+            .secrets
+            .get_or_try_init(|| async {
+                let Some(path) = &config.secret_key_file else {
+                    return Err(ApiError::Unavailable(
+                        "secrets are not configured: start the api with --secret-key-file".into(),
+                    ));
+                };
+                let key = read_key(path).map_err(ApiError::Unavailable)?;
+                let url = StoreUrl::parse(&config.svc_store)
+                    .map_err(|e| ApiError::Unavailable(format!("secret store: {e}")))?;
+                SecretWriter::open(&url, key)
+                    .await
+                    .map_err(|e| ApiError::Unavailable(format!("secret store: {e}")))
+            })
+            .await
+    }
+
     /// Client for bismuthd's HTTP endpoints.
     pub fn http(&self) -> &Client<HttpConnector, Empty<Bytes>> {
         &self.inner.http
     }
+}
+
+/// Reads the cluster key file.
+pub fn read_key(path: &std::path::Path) -> Result<SecretKey, String> {
+    let material = std::fs::read(path)
+        .map_err(|e| format!("cannot read --secret-key-file {}: {e}", path.display()))?;
+    SecretKey::from_bytes(&material)
+        .map_err(|e| format!("--secret-key-file {}: {e}", path.display()))
 }

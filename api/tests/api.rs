@@ -466,7 +466,7 @@ async fn bearer_token_guards_everything_but_healthz() {
 async fn secrets_go_to_the_svcprovider_store_and_are_never_returned() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("cluster.key");
-    let key = svcprovider::crypto::SecretKey::generate();
+    let key = bismuth_svcstore::crypto::SecretKey::generate();
     std::fs::write(&key_file, key.to_hex()).unwrap();
     let store = format!("sqlite:{}", dir.path().join("svc").display());
     let c = Cluster::start_with(|cfg| {
@@ -489,8 +489,8 @@ async fn secrets_go_to_the_svcprovider_store_and_are_never_returned() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     // The function's svcprovider reads it from the same store.
-    use svcprovider::store::Storage;
-    let s = svcprovider::store::sqlite::SqliteStore::open(
+    use bismuth_svcstore::Storage;
+    let s = bismuth_svcstore::sqlite::SqliteStore::open(
         &dir.path().join("svc"),
         &id,
         Default::default(),

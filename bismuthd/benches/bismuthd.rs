@@ -4,7 +4,13 @@
 //!    of the same image and command (→ first response);
 //! 2. Executable-mode latency per request, next to one `ctr tasks exec` per
 //!    request and a plain fork/exec on the host;
-//! 3. bismuthd's resident memory idle and with 50 containers.
+//! 3. bismuthd's resident memory idle and with 50 containers;
+//! 4. adoption: `kill -9` of bismuthd with 51 containers running, then the
+//!    time from its start until it serves (every container adopted: same
+//!    task, same svcprovider, Running);
+//! 5. the CPU cost of one resync of 200 containers (bismuthd's user +
+//!    system time over ten resyncs at `--resync-ms 1000`, idle otherwise),
+//!    and the adoption of 200.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -33,17 +39,9 @@ async fn main() {
     let runs = env_n("BENCH_STARTS", 15);
     let requests = env_n("BENCH_REQUESTS", 500);
     let many = env_n("BENCH_CONTAINERS", 50);
-    let host = Host::start().await;
-    let pid = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&format!("127.0.0.1:{}", host.port)))
-                .unwrap_or(false)
-        })
-        .unwrap();
+    let resyncs = env_n("BENCH_RESYNC_CONTAINERS", 200);
+    let mut host = Host::start().await;
+    let pid = host.daemon_pid().unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (idle_rss, _) = rss_kib(pid);
 
@@ -213,4 +211,58 @@ async fn main() {
         many + 1,
         loaded_rss as f64 / 1024.0
     );
+
+    // 4. Adoption after kill -9.
+    let adopted = adopt(&mut host).await;
+    println!("== adoption after kill -9");
+    println!(
+        "{} containers: start -> serving with all adopted: {:.0} ms",
+        many + 1,
+        adopted
+    );
+
+    // 5. One resync of many containers.
+    while ids.len() + 1 < resyncs {
+        ids.push(
+            host.deploy(&busybox(InvokeMode::Executable(argv(&["/bin/cat"]))))
+                .await
+                .1,
+        );
+    }
+    for cid in &ids {
+        host.wait_state(*cid, ContainerState::Running, Duration::from_secs(300))
+            .await;
+    }
+    host.extra_args = vec!["--resync-ms".into(), "1000".into()];
+    let adopted = adopt(&mut host).await;
+    let pid = host.daemon_pid().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = cpu_ms(pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let per_resync = (cpu_ms(pid) - before) / 10.0;
+    let (rss, _) = rss_kib(pid);
+    println!("== {resyncs} containers");
+    println!("adoption: start -> serving with all adopted: {adopted:.0} ms");
+    println!(
+        "CPU per resync (user+system, incl. idle): {per_resync:.1} ms = {:.0} us per container",
+        per_resync * 1000.0 / resyncs as f64
+    );
+    println!("resident memory: {:.1} MiB", rss as f64 / 1024.0);
+}
+
+/// `kill -9` of bismuthd, then its start until it serves; milliseconds.
+async fn adopt(host: &mut Host) -> f64 {
+    host.kill_daemon();
+    let t = Instant::now();
+    host.start_daemon().await;
+    ms(t.elapsed())
+}
+
+/// User + system CPU time of a process, in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks * 10.0
 }

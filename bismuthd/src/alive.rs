@@ -5,6 +5,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use bismuth_controller::Backoff;
 use bismuth_model::{paths, NodeCapacity};
 use bismuth_zk::{WatchEvent, Zk, ZkError};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +28,7 @@ pub async fn hold(zk: Zk, ip: Ipv4Addr, capacity: NodeCapacity, shutdown: Cancel
             None => break,
         }
         // Create until it exists; the node may not be provisioned yet.
-        let mut attempt = 0u32;
+        let mut retry = Backoff::new(Duration::from_millis(200), Duration::from_secs(2)).retry();
         loop {
             match zk.create_ephemeral(&path, &data).await {
                 Ok(()) | Err(ZkError::NodeExists { .. }) => {
@@ -43,10 +44,9 @@ pub async fn hold(zk: Zk, ip: Ipv4Addr, capacity: NodeCapacity, shutdown: Cancel
                 }
                 Err(e) => warn!(error = %e, "cannot announce the node"),
             }
-            attempt += 1;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(10)))) => {}
+                _ = retry.wait() => {}
             }
         }
     }

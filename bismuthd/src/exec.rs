@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedReadHalf;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::http::{error, full, Body, BoxError};
 use crate::node::{Handle, Target};
+use crate::respond::{error, full, Body, BoxError};
 
 /// Output held back to decide the status code.
 const HOLD: usize = 1 << 20;
@@ -130,7 +130,7 @@ pub async fn run(
         Ok(Ok(Outcome::Done { exit, .. })) => {
             h.files
                 .log_line(&format!("a request's process {}", describe(exit)));
-            crate::http::json(
+            crate::respond::json(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &serde_json::json!({
                     "error": format!("the function {}; its stderr is in the container's log", describe(exit)),

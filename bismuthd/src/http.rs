@@ -2,25 +2,19 @@
 //! into a Running container (Server: proxied; Executable: one process per
 //! request), `/logs/{cid}[?follow=true]`, and `/healthz`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bismuth_daemon::headers::{CONTAINER_ID, TRACEPARENT};
 use bismuth_daemon::trace;
 use bismuth_model::{ContainerState, InvokeMode};
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::node::Node;
+use crate::respond::{error, json, Body};
 use crate::{exec, logs, proxy};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Every response body.
-pub type Body = BoxBody<Bytes, BoxError>;
 
 /// What every request handler needs.
 #[derive(Clone, Debug)]
@@ -127,27 +121,4 @@ impl Server {
         }
         resp
     }
-}
-
-/// A full body.
-pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into())
-        .map_err(|e: Infallible| match e {})
-        .boxed()
-}
-
-/// A JSON response.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(full(value.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// A JSON error: `{"error": "…"}`.
-pub fn error(status: StatusCode, message: String) -> Response<Body> {
-    json(status, &serde_json::json!({ "error": message }))
 }

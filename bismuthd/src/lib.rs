@@ -26,6 +26,7 @@ pub mod net;
 mod node;
 mod proxy;
 mod reconcile;
+mod respond;
 mod runtime;
 pub mod spec;
 mod status;
@@ -335,13 +336,13 @@ async fn watch_wanted(node: Arc<Node>, base: String, shutdown: CancellationToken
                 }
             },
             Some(WatchEvent::Created(p)) => {
-                if let Some(cid) = direct_child(&base, &p) {
+                if let Some(cid) = our_container(&node, &p) {
                     node.set_wanted(cid, true);
                     node.ctl.enqueue(Key::Container(cid));
                 }
             }
             Some(WatchEvent::Deleted(p)) => {
-                if let Some(cid) = direct_child(&base, &p) {
+                if let Some(cid) = our_container(&node, &p) {
                     node.set_wanted(cid, false);
                     node.ctl.enqueue(Key::Container(cid));
                 }
@@ -352,26 +353,10 @@ async fn watch_wanted(node: Arc<Node>, base: String, shutdown: CancellationToken
     }
 }
 
-/// `{base}/{uuid}` → the uuid; deeper paths → None.
-fn direct_child(base: &str, path: &str) -> Option<Uuid> {
-    let rest = path.strip_prefix(base)?.strip_prefix('/')?;
-    if rest.contains('/') {
-        return None;
-    }
-    Uuid::parse_str(rest).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::direct_child;
-
-    #[test]
-    fn only_direct_children_are_containers() {
-        let id = uuid::Uuid::new_v4();
-        let base = "/node/10.0.0.1/container";
-        assert_eq!(direct_child(base, &format!("{base}/{id}")), Some(id));
-        assert_eq!(direct_child(base, &format!("{base}/{id}/status")), None);
-        assert_eq!(direct_child(base, &format!("{base}/junk")), None);
-        assert_eq!(direct_child(base, "/node/10.0.0.2/container"), None);
+/// `/node/{this node}/container/{cid}` → the cid; anything else → None.
+fn our_container(node: &Node, path: &str) -> Option<Uuid> {
+    match paths::parse(path)? {
+        paths::Znode::Container(ip, cid) if ip == node.cfg.node_ip => Some(cid),
+        _ => None,
     }
 }

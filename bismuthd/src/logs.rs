@@ -13,9 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
+use bismuth_daemon::lines::Lines;
+
 use crate::files::Files;
-use crate::http::{error, full, Body, BoxError};
 use crate::node::Node;
+use crate::respond::{error, Body, BoxError};
 
 /// How often a followed log is checked for growth.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
@@ -34,19 +36,38 @@ pub async fn serve(node: &Node, cid: Uuid, follow: bool) -> Response<Body> {
             )
         }
     };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
     if !follow {
+        // The newest MAX_PLAIN bytes, streamed in chunks (never all held).
         let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-        let start = len.saturating_sub(MAX_PLAIN);
-        let mut data = Vec::new();
-        if file.seek(std::io::SeekFrom::Start(start)).await.is_err()
-            || file.read_to_end(&mut data).await.is_err()
+        if file
+            .seek(std::io::SeekFrom::Start(len.saturating_sub(MAX_PLAIN)))
+            .await
+            .is_err()
         {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "cannot read the log".into(),
             );
         }
-        let mut r = Response::new(full(data));
+        tokio::spawn(async move {
+            let mut left = MAX_PLAIN;
+            let mut buf = vec![0u8; 64 * 1024];
+            while left > 0 {
+                match file.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let n = n.min(left as usize);
+                        left -= n as u64;
+                        let chunk = Bytes::copy_from_slice(&buf[..n]);
+                        if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -54,9 +75,9 @@ pub async fn serve(node: &Node, cid: Uuid, follow: bool) -> Response<Body> {
         return r;
     }
 
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(16);
     tokio::spawn(async move {
-        let mut pending = Vec::new();
+        // Lines are bounded: 64 MB without a newline is passed on in pieces.
+        let mut lines = Lines::default();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match file.read(&mut buf).await {
@@ -68,13 +89,12 @@ pub async fn serve(node: &Node, cid: Uuid, follow: bool) -> Response<Body> {
                     tokio::time::sleep(FOLLOW_INTERVAL).await;
                 }
                 Ok(n) => {
-                    pending.extend_from_slice(&buf[..n]);
                     let mut events = String::new();
-                    while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=i).collect();
-                        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-                        events.push_str(&format!("data: {}\n\n", text.trim_end_matches('\r')));
-                    }
+                    lines.push(&buf[..n], |line| {
+                        events.push_str("data: ");
+                        events.push_str(line);
+                        events.push_str("\n\n");
+                    });
                     if !events.is_empty()
                         && tx.send(Ok(Frame::data(Bytes::from(events)))).await.is_err()
                     {

@@ -12,8 +12,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tracing::debug;
 
-use crate::http::{error, Body};
 use crate::node::Target;
+use crate::respond::{error, Body};
 
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Incoming>;
 

@@ -50,7 +50,7 @@ impl Runtime {
         &self,
         id: &str,
         image: &ResolvedImage,
-        spec: &serde_json::Value,
+        spec: &oci_spec::runtime::Spec,
         labels: HashMap<String, String>,
     ) -> Result<(), CtdError> {
         // Under a lease: the snapshot is unreferenced until the container exists.
@@ -257,7 +257,7 @@ impl Runtime {
     }
 }
 
-fn prost_types_any(spec: &serde_json::Value) -> prost_types::Any {
+fn prost_types_any(spec: &oci_spec::runtime::Spec) -> prost_types::Any {
     prost_types::Any {
         type_url: crate::spec::SPEC_TYPE_URL.into(),
         value: serde_json::to_vec(spec).unwrap_or_default(),

@@ -4,9 +4,15 @@
 //! masked and read-only paths, a seccomp filter refusing the syscalls a
 //! function has no use for, and the host files bismuthd prepared bound in.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use oci_spec::runtime::{
+    Arch, Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccompAction, LinuxSeccompBuilder,
+    LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
 
 /// The unprivileged user every function runs as.
 pub const UID: u32 = 1000;
@@ -48,15 +54,15 @@ pub struct SpecInput<'a> {
 /// Capabilities the process may ever hold. It runs as uid 1000 with no new
 /// privileges, so it holds none of them in practice; the bound makes sure a
 /// setuid binary or a bug cannot bring more.
-const CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SETGID",
-    "CAP_SETUID",
+const CAPABILITIES: [Capability; 8] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::NetBindService,
+    Capability::Setgid,
+    Capability::Setuid,
 ];
 
 /// runc's defaults: kernel interfaces a container must not read.
@@ -147,97 +153,216 @@ const DENIED_SYSCALLS: &[&str] = &[
     "vm86old",
 ];
 
-/// Builds the spec as JSON (containerd stores it as given).
-pub fn build(input: &SpecInput<'_>) -> Value {
+/// Why a spec could not be built (a value the OCI types refuse).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the OCI spec: {0}")]
+pub struct SpecError(#[from] oci_spec::OciSpecError);
+
+/// Builds the spec as typed values: a misspelt field does not compile, so
+/// no security setting can be dropped silently.
+pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc",
-               "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-               "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-               "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]}),
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777", "size=65536k"],
+        )?,
     ];
     for file in ["hosts", "hostname", "resolv.conf"] {
         mounts.push(bind(
             &input.etc_dir.join(file),
             &format!("/etc/{file}"),
             true,
-        ));
+        )?);
     }
     if let Some(repo) = input.repo_dir {
-        mounts.push(bind(repo, "/repo", false));
+        mounts.push(bind(repo, "/repo", false)?);
     }
-    mounts.push(bind(input.runner, RUNNER_PATH, true));
+    mounts.push(bind(input.runner, RUNNER_PATH, true)?);
     if let Some(dir) = input.runner_dir {
-        mounts.push(bind(dir, RUNNER_DIR, false));
+        mounts.push(bind(dir, RUNNER_DIR, false)?);
     }
+
+    let bounding: Capabilities = CAPABILITIES.into_iter().collect();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(UID)
+                .gid(GID)
+                .additional_gids(vec![GID])
+                .build()?,
+        )
+        .args(input.args.clone())
+        .env(input.env.clone())
+        .cwd(input.cwd)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(bounding)
+                .effective(Capabilities::new())
+                .permitted(Capabilities::new())
+                .inheritable(Capabilities::new())
+                .ambient(Capabilities::new())
+                .build()?,
+        )
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(4096u64)
+            .soft(4096u64)
+            .build()?])
+        .no_new_privileges(true)
+        .build()?;
 
     let quota = (input.cpu * CPU_PERIOD as f64).round().max(1000.0) as i64;
     let memory = i64::try_from(input.memory).unwrap_or(i64::MAX);
-    json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": UID, "gid": GID, "additionalGids": [GID]},
-            "args": input.args,
-            "env": input.env,
-            "cwd": input.cwd,
-            "capabilities": {
-                "bounding": CAPABILITIES,
-                "effective": [],
-                "permitted": [],
-                "inheritable": [],
-                "ambient": [],
-            },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}],
-            "noNewPrivileges": true,
-        },
-        "root": {"path": "rootfs", "readonly": false},
-        "hostname": input.hostname,
-        "mounts": mounts,
-        "linux": {
-            "cgroupsPath": input.cgroup,
-            "resources": {
-                "devices": [{"allow": false, "access": "rwm"}],
-                "memory": {"limit": memory, "swap": memory},
-                "cpu": {"quota": quota, "period": CPU_PERIOD},
-                "pids": {"limit": input.pids_limit},
-            },
-            "namespaces": [
-                {"type": "pid"},
-                {"type": "ipc"},
-                {"type": "uts"},
-                {"type": "mount"},
-                {"type": "network", "path": input.netns},
-            ],
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-            "seccomp": {
-                "defaultAction": "SCMP_ACT_ALLOW",
-                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64"],
-                "syscalls": [{"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
-            },
-        },
-    })
+    let resources = LinuxResourcesBuilder::default()
+        .devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()?])
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(memory)
+                .swap(memory)
+                .build()?,
+        )
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(CPU_PERIOD)
+                .build()?,
+        )
+        .pids(
+            LinuxPidsBuilder::default()
+                .limit(i64::from(input.pids_limit))
+                .build()?,
+        )
+        .build()?;
+    let namespace = |typ| LinuxNamespaceBuilder::default().typ(typ).build();
+    let namespaces = vec![
+        namespace(LinuxNamespaceType::Pid)?,
+        namespace(LinuxNamespaceType::Ipc)?,
+        namespace(LinuxNamespaceType::Uts)?,
+        namespace(LinuxNamespaceType::Mount)?,
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path(input.netns)
+            .build()?,
+    ];
+    let seccomp = LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+            Arch::ScmpArchAarch64,
+        ])
+        .syscalls(vec![LinuxSyscallBuilder::default()
+            .names(
+                DENIED_SYSCALLS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(1u32)
+            .build()?])
+        .build()?;
+    let linux = LinuxBuilder::default()
+        .cgroups_path(PathBuf::from(&input.cgroup))
+        .resources(resources)
+        .namespaces(namespaces)
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .seccomp(seccomp)
+        .build()?;
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .process(process)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(false)
+                .build()?,
+        )
+        .hostname(input.hostname)
+        .mounts(mounts)
+        .linux(linux)
+        .build()?)
 }
 
-fn bind(source: &Path, destination: &str, readonly: bool) -> Value {
-    let mut options = vec!["rbind", "nosuid", "nodev"];
-    options.push(if readonly { "ro" } else { "rw" });
-    json!({"destination": destination, "type": "bind", "source": source, "options": options})
+fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
+    Ok(MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| (*o).to_owned()).collect::<Vec<_>>())
+        .build()?)
+}
+
+fn bind(source: &Path, destination: &str, readonly: bool) -> Result<Mount, SpecError> {
+    let mode = if readonly { "ro" } else { "rw" };
+    mount(
+        destination,
+        "bind",
+        &source.to_string_lossy(),
+        &["rbind", "nosuid", "nodev", mode],
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn input<'a>(netns: &'a Path, etc: &'a Path) -> SpecInput<'a> {
         SpecInput {
@@ -257,11 +382,15 @@ mod tests {
         }
     }
 
+    fn json_of(input: &SpecInput<'_>) -> serde_json::Value {
+        serde_json::to_value(build(input).unwrap()).unwrap()
+    }
+
     #[test]
     fn limits_and_identity_come_from_the_input() {
         let netns = Path::new("/run/netns/bz-x");
         let etc = Path::new("/var/lib/bismuth/x/etc");
-        let spec = build(&input(netns, etc));
+        let spec = json_of(&input(netns, etc));
         assert_eq!(spec["process"]["user"]["uid"], 1000);
         assert_eq!(spec["process"]["noNewPrivileges"], true);
         assert_eq!(spec["process"]["capabilities"]["effective"], json!([]));
@@ -284,7 +413,7 @@ mod tests {
 
     #[test]
     fn dangerous_syscalls_are_refused() {
-        let spec = build(&input(Path::new("/n"), Path::new("/e")));
+        let spec = json_of(&input(Path::new("/n"), Path::new("/e")));
         let names = spec["linux"]["seccomp"]["syscalls"][0]["names"]
             .as_array()
             .unwrap()
@@ -295,9 +424,45 @@ mod tests {
     }
 
     #[test]
+    fn the_spec_holds_every_hardening_setting() {
+        let spec = json_of(&input(Path::new("/n"), Path::new("/e")));
+        assert_eq!(spec["ociVersion"], "1.0.2");
+        assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(
+            spec["linux"]["seccomp"]["syscalls"][0]["action"],
+            "SCMP_ACT_ERRNO"
+        );
+        assert_eq!(spec["linux"]["seccomp"]["syscalls"][0]["errnoRet"], 1);
+        assert_eq!(
+            spec["linux"]["maskedPaths"].as_array().unwrap().len(),
+            MASKED_PATHS.len()
+        );
+        assert_eq!(
+            spec["linux"]["readonlyPaths"].as_array().unwrap().len(),
+            READONLY_PATHS.len()
+        );
+        assert_eq!(spec["linux"]["resources"]["devices"][0]["allow"], false);
+        assert_eq!(spec["linux"]["resources"]["memory"]["swap"], 64 << 20);
+        assert_eq!(spec["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
+        let bounding = spec["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap();
+        assert_eq!(bounding.len(), CAPABILITIES.len());
+        assert_eq!(spec["process"]["capabilities"]["permitted"], json!([]));
+        let runner = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == RUNNER_PATH)
+            .unwrap()
+            .clone();
+        assert!(runner["options"].as_array().unwrap().contains(&json!("ro")));
+    }
+
+    #[test]
     fn tiny_cpu_shares_still_get_a_usable_quota() {
         let mut i = input(Path::new("/n"), Path::new("/e"));
         i.cpu = 0.001;
-        assert_eq!(build(&i)["linux"]["resources"]["cpu"]["quota"], 1000);
+        assert_eq!(json_of(&i)["linux"]["resources"]["cpu"]["quota"], 1000);
     }
 }

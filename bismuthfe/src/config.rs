@@ -26,6 +26,10 @@ pub struct Args {
     /// Milliseconds in-flight requests get to finish after SIGTERM
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Milliseconds a request is held and retried while every backend of its
+    /// function refuses connections (their bismuthds restarting); 0 answers 502 at once
+    #[arg(long, default_value_t = 5_000)]
+    pub hold_refused_ms: u64,
 }
 
 /// A validated configuration.
@@ -41,6 +45,8 @@ pub struct Config {
     pub response_timeout: Duration,
     /// Drain time on shutdown.
     pub shutdown_grace: Duration,
+    /// How long a request is retried while every backend refuses.
+    pub hold_refused: Duration,
 }
 
 impl Args {
@@ -61,6 +67,7 @@ impl Args {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             response_timeout: Duration::from_millis(self.response_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            hold_refused: Duration::from_millis(self.hold_refused_ms),
         })
     }
 }
@@ -74,6 +81,7 @@ impl Config {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
+            hold_refused: Duration::from_secs(5),
         }
     }
 }

@@ -44,13 +44,7 @@ pub async fn run(
         )
         .instrument(tracing::info_span!("sync")),
     );
-    let proxy = Arc::new(proxy::Proxy::new(
-        table,
-        ready_rx,
-        config.backend_port,
-        config.connect_timeout,
-        config.response_timeout,
-    ));
+    let proxy = Arc::new(proxy::Proxy::new(table, ready_rx, &config));
     info!(addr = %listener.local_addr()?, "bismuthfe serving");
     let handler = move |req, peer| {
         let proxy = Arc::clone(&proxy);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bismuth_controller::Backoff;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -37,20 +38,20 @@ pub struct Proxy {
     client: Client<HttpConnector, Handoff>,
     backend_port: u16,
     response_timeout: Duration,
+    refused_hold: Duration,
+    refused_backoff: Backoff,
 }
 
 impl Proxy {
-    /// A proxy reading `table`, sending to bismuthd on `backend_port`.
+    /// A proxy reading `table`, sending to bismuthd on `cfg.backend_port`.
     pub fn new(
         table: Arc<ArcSwap<RoutingTable>>,
         ready: watch::Receiver<bool>,
-        backend_port: u16,
-        connect_timeout: Duration,
-        response_timeout: Duration,
+        cfg: &crate::config::Config,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -59,8 +60,10 @@ impl Proxy {
             table,
             ready,
             client,
-            backend_port,
-            response_timeout,
+            backend_port: cfg.backend_port,
+            response_timeout: cfg.response_timeout,
+            refused_hold: cfg.hold_refused,
+            refused_backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(500)),
         }
     }
 
@@ -137,56 +140,76 @@ impl Proxy {
         parts.headers.insert(TRACEPARENT, traceparent.clone());
 
         let slot = BodySlot::new(body);
-        let ranked = ring::rank(ring::client_hash(peer.ip()), targets.iter().map(|t| t.hash));
-        for (attempt, index) in ranked.into_iter().take(MAX_ATTEMPTS).enumerate() {
-            if attempt > 0 && !slot.replayable() {
+        let client_hash = ring::client_hash(peer.ip());
+        let mut targets = targets;
+        // Every backend refusing usually means their bismuthds restart
+        // (an upgrade): hold the request and try again for a while.
+        let held_since = tokio::time::Instant::now();
+        let mut retry = self.refused_backoff.retry();
+        loop {
+            let ranked = ring::rank(client_hash, targets.iter().map(|t| t.hash));
+            for (attempt, index) in ranked.into_iter().take(MAX_ATTEMPTS).enumerate() {
+                if attempt > 0 && !slot.replayable() {
+                    break;
+                }
+                let target = targets[index];
+                let uri = format!(
+                    "http://{}:{}/invoke/{}{rest}{query}",
+                    target.backend.ip, self.backend_port, target.backend.container_id
+                );
+                let mut upstream = match Request::builder()
+                    .method(parts.method.clone())
+                    .uri(&uri)
+                    .version(Version::HTTP_11)
+                    .body(slot.attempt())
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("cannot forward request: {e}"),
+                        )
+                    }
+                };
+                *upstream.headers_mut() = parts.headers.clone();
+                match tokio::time::timeout(self.response_timeout, self.client.request(upstream))
+                    .await
+                {
+                    Ok(Ok(response)) => return respond(response, traceparent, target),
+                    Ok(Err(e)) if e.is_connect() => {
+                        warn!(%function, backend = %target.backend.ip, container = %target.backend.container_id,
+                            error = %e, "backend refused the connection; trying the next");
+                    }
+                    Ok(Err(e)) => {
+                        debug!(%function, error = ?e, "backend request failed");
+                        return error(
+                            StatusCode::BAD_GATEWAY,
+                            format!(
+                                "backend {} of function {function} failed: {e}",
+                                target.backend.ip
+                            ),
+                        );
+                    }
+                    Err(_) => {
+                        return error(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!(
+                                "backend {} of function {function} did not answer within {:?}",
+                                target.backend.ip, self.response_timeout
+                            ),
+                        )
+                    }
+                }
+            }
+            let delay = retry.next_delay();
+            if !slot.replayable() || held_since.elapsed() + delay > self.refused_hold {
                 break;
             }
-            let target = targets[index];
-            let uri = format!(
-                "http://{}:{}/invoke/{}{rest}{query}",
-                target.backend.ip, self.backend_port, target.backend.container_id
-            );
-            let mut upstream = match Request::builder()
-                .method(parts.method.clone())
-                .uri(&uri)
-                .version(Version::HTTP_11)
-                .body(slot.attempt())
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("cannot forward request: {e}"),
-                    )
-                }
-            };
-            *upstream.headers_mut() = parts.headers.clone();
-            match tokio::time::timeout(self.response_timeout, self.client.request(upstream)).await {
-                Ok(Ok(response)) => return respond(response, traceparent, target),
-                Ok(Err(e)) if e.is_connect() => {
-                    warn!(%function, backend = %target.backend.ip, container = %target.backend.container_id,
-                        error = %e, "backend refused the connection; trying the next");
-                }
-                Ok(Err(e)) => {
-                    debug!(%function, error = ?e, "backend request failed");
-                    return error(
-                        StatusCode::BAD_GATEWAY,
-                        format!(
-                            "backend {} of function {function} failed: {e}",
-                            target.backend.ip
-                        ),
-                    );
-                }
-                Err(_) => {
-                    return error(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "backend {} of function {function} did not answer within {:?}",
-                            target.backend.ip, self.response_timeout
-                        ),
-                    )
-                }
+            tokio::time::sleep(delay).await;
+            // The table may have changed meanwhile (a backend moved).
+            match self.table.load().targets(function) {
+                Some(t) if !t.is_empty() => targets = Arc::clone(t),
+                _ => break,
             }
         }
         error(

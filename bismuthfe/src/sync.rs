@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bismuth_model::{paths, unpack_backends, Backend, ContainerState, FunctionId};
+use bismuth_controller::Backoff;
+use bismuth_model::paths::{self, Znode};
+use bismuth_model::{unpack_backends, Backend, ContainerState, FunctionId};
 use bismuth_zk::store::functions::decode_function_id;
 use bismuth_zk::{TreeWatch, WatchEvent, Zk, ZkError};
 use tokio::sync::watch;
@@ -159,20 +161,15 @@ impl Model {
 
     /// Re-reads what one event names.
     async fn apply(&mut self, zk: &Zk, path: &str) -> Result<(), ZkError> {
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        match parts.as_slice() {
-            ["route", host] => self.refresh_route(zk, host).await,
-            ["function", id] | ["function", id, "backends"] => match id.parse() {
-                Ok(id) => self.refresh_function(zk, id).await,
-                Err(_) => Ok(()),
-            },
-            ["node", ip, "container", cid] | ["node", ip, "container", cid, "status"] => {
-                match (ip.parse(), cid.parse()) {
-                    (Ok(ip), Ok(cid)) if self.is_backend(ip, cid) => {
-                        self.refresh_state(zk, ip, cid).await
-                    }
-                    _ => Ok(()),
-                }
+        match paths::parse(path) {
+            Some(Znode::Route(host)) => self.refresh_route(zk, host).await,
+            Some(Znode::Function(id) | Znode::FunctionBackends(id)) => {
+                self.refresh_function(zk, id).await
+            }
+            Some(Znode::Container(ip, cid) | Znode::ContainerStatus(ip, cid))
+                if self.is_backend(ip, cid) =>
+            {
+                self.refresh_state(zk, ip, cid).await
             }
             _ => Ok(()),
         }
@@ -202,7 +199,7 @@ pub async fn run(
         zk.watch_tree(paths::NODES),
     ];
     let mut model = Model::default();
-    let mut failures = 0u32;
+    let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(3)).retry();
     let mut need_reload = true;
     let mut pending: Vec<String> = Vec::new();
     loop {
@@ -229,7 +226,7 @@ pub async fn run(
         };
         match result {
             Ok(()) => {
-                failures = 0;
+                retry.reset();
                 if need_reload {
                     let (routes, functions) = model.snapshot().size();
                     info!(routes, functions, "routing table loaded");
@@ -241,9 +238,8 @@ pub async fn run(
             }
             Err(e) => {
                 // Keep serving the last snapshot; re-read everything when ZooKeeper is back.
-                failures += 1;
                 need_reload = true;
-                let delay = Duration::from_millis(100 * u64::from(failures.min(30)));
+                let delay = retry.next_delay();
                 warn!(error = %e, retry_in = ?delay, "cannot refresh routing table");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

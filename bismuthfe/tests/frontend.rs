@@ -479,3 +479,34 @@ async fn a_request_whose_body_was_sent_is_not_replayed() {
     .await;
     drop(good);
 }
+
+#[tokio::test]
+async fn a_request_is_held_while_its_only_backend_restarts() {
+    // bismuthd restarting (an upgrade): its port refuses for a moment. The
+    // request waits and succeeds instead of failing with 502.
+    let cluster = Cluster::start().await;
+    let f = cluster.function(&["restart.test"]).await;
+    cluster.backend(f, NODE_B, Running).await;
+    let client = client_from(Ipv4Addr::LOCALHOST);
+    eventually("the table to know the backend", WAIT, || async {
+        let r = get(&client, &cluster.url("/"), &[("host", "restart.test")]).await;
+        (r.status == StatusCode::BAD_GATEWAY).then_some(())
+    })
+    .await;
+    let request = {
+        let url = cluster.url("/");
+        tokio::spawn(async move {
+            get(
+                &client_from(Ipv4Addr::LOCALHOST),
+                &url,
+                &[("host", "restart.test")],
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _b = cluster.stand_in(NODE_B).await;
+    let r = request.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["node"], NODE_B.to_string());
+}

@@ -47,6 +47,8 @@ struct Daemon {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    args: Vec<String>,
+    port: u16,
 }
 
 /// A running Bismuth: ZooKeeper, containerd, bismuthd, api, bismuthfe.
@@ -201,7 +203,10 @@ impl System {
         port: u16,
     ) -> anyhow::Result<()> {
         let log = self.dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let mut cmd = Command::new(binaries()?.join(name));
         cmd.args(&args)
             .env("RUST_LOG", "info")
@@ -212,7 +217,13 @@ impl System {
         let child = cmd
             .spawn()
             .with_context(|| format!("failed to start {name}"))?;
-        self.daemons.push(Daemon { name, child, log });
+        self.daemons.push(Daemon {
+            name,
+            child,
+            log,
+            args,
+            port,
+        });
         let url = format!("http://127.0.0.1:{port}/healthz");
         for _ in 0..300 {
             if http::get(&url).await.is_ok_and(|r| r.status == 200) {
@@ -349,6 +360,31 @@ impl System {
     }
 
     /// The last lines of every daemon's log.
+    /// The pid of daemon `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.daemons
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.child.id())
+    }
+
+    /// Stops daemon `name` with SIGTERM (as an upgrade would), waits for it
+    /// to exit, and starts it again with the same flags.
+    pub async fn restart(&mut self, name: &'static str) -> anyhow::Result<()> {
+        let i = self
+            .daemons
+            .iter()
+            .position(|d| d.name == name)
+            .with_context(|| format!("no daemon {name}"))?;
+        let mut d = self.daemons.remove(i);
+        let _ = Command::new("kill")
+            .args(["-TERM", &d.child.id().to_string()])
+            .status();
+        let status = d.child.wait()?;
+        ensure!(status.success(), "{name} exited with {status} on SIGTERM");
+        self.spawn(name, d.args, d.port).await
+    }
+
     pub fn logs(&self) -> String {
         self.daemons
             .iter()

@@ -5,7 +5,10 @@
 //! the usual signals to it, reaps every process re-parented to it, and
 //! exits with the server's status (128 + signal if it was killed), like
 //! tini. Signals are blocked and taken with `sigwait` (a blocked signal is
-//! queued even for PID 1), so no handler and no `unsafe` is needed.
+//! queued even for PID 1), so no handler and no `unsafe` is needed. They are
+//! blocked only once the child runs (a child inherits the mask; without
+//! `unsafe` it cannot be reset in between), so a signal in the first
+//! microseconds is lost, as it would be for any process without a handler.
 
 use std::process::Command;
 
@@ -31,12 +34,6 @@ pub fn run(command: &[String]) -> ! {
         set.add(s);
     }
     set.add(Signal::SIGCHLD);
-    // Before the child exists, so nothing is lost; the child starts with an
-    // empty mask (the standard library resets it).
-    if let Err(e) = set.thread_block() {
-        eprintln!("bismuth-runner: cannot block signals: {e}");
-        std::process::exit(1);
-    }
     let child = match Command::new(&command[0]).args(&command[1..]).spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -45,14 +42,15 @@ pub fn run(command: &[String]) -> ! {
         }
     };
     let main = Pid::from_raw(child.id() as i32);
+    if let Err(e) = set.thread_block() {
+        eprintln!("bismuth-runner: cannot block signals: {e}");
+        std::process::exit(1);
+    }
+    // A child that exited before the block sent its SIGCHLD unseen: look once.
+    let mut sig = Signal::SIGCHLD;
     loop {
-        let sig = match set.wait() {
-            Ok(s) => s,
-            Err(_) => continue,
-        };
         if sig != Signal::SIGCHLD {
             let _ = kill(main, sig);
-            continue;
         }
         // Reap everything that exited; the server's end is ours.
         loop {
@@ -65,5 +63,10 @@ pub fn run(command: &[String]) -> ! {
                 Ok(_) => {}
             }
         }
+        sig = loop {
+            if let Ok(s) = set.wait() {
+                break s;
+            }
+        };
     }
 }

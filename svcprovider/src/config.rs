@@ -83,43 +83,13 @@ pub enum SecretCommand {
     },
 }
 
-/// Where to store, parsed from `--store`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreUrl {
-    /// SQLite databases and blob files under this directory.
-    Sqlite(PathBuf),
-    /// A PostgreSQL connection URL.
-    Postgres(String),
-}
+pub use crate::store::StoreUrl;
 
 impl StoreArgs {
     /// Validates the store flags.
     pub fn parse(&self) -> anyhow::Result<(StoreUrl, Option<SecretKey>)> {
-        let group_ok = !self.group.is_empty()
-            && self.group.len() <= 64
-            && self
-                .group
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        anyhow::ensure!(
-            group_ok,
-            "invalid --group {:?}: use 1-64 letters, digits, '-' or '_'",
-            self.group
-        );
-        let url = if let Some(dir) = self.store.strip_prefix("sqlite:") {
-            anyhow::ensure!(
-                !dir.is_empty(),
-                "--store sqlite: needs a directory, e.g. sqlite:/var/lib/bismuth/svc"
-            );
-            StoreUrl::Sqlite(PathBuf::from(dir))
-        } else if self.store.starts_with("postgres://") || self.store.starts_with("postgresql://") {
-            StoreUrl::Postgres(self.store.clone())
-        } else {
-            anyhow::bail!(
-                "invalid --store {:?}: use sqlite:DIR or a postgres:// URL",
-                self.store
-            );
-        };
+        crate::store::validate_group(&self.group)?;
+        let url = StoreUrl::parse(&self.store)?;
         let key = match &self.secret_key_file {
             Some(path) => {
                 let material = std::fs::read(path).map_err(|e| {

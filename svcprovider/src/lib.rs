@@ -2,16 +2,16 @@
 //! every container, on the container's host-side address, reachable only
 //! from that container.
 //!
-//! [`api`] is the HTTP surface (DESIGN.md's svcprovider API); [`store`] the
-//! [`store::Storage`] trait with its SQLite and PostgreSQL backends;
-//! [`crypto`] encrypts secrets at rest; [`key`] validates keys. Start at
-//! [`serve`].
+//! [`api`] is the HTTP surface (DESIGN.md's svcprovider API); the storage
+//! (the [`store::Storage`] trait, SQLite and PostgreSQL, secrets encrypted
+//! at rest, key validation) is the `bismuth-svcstore` library, re-exported
+//! here as [`store`]. Start at [`serve`].
 
 pub mod api;
 pub mod config;
-pub mod crypto;
-pub mod key;
-pub mod store;
+
+pub use bismuth_svcstore as store;
+pub use bismuth_svcstore::{crypto, key};
 
 use std::sync::Arc;
 use std::time::Duration;

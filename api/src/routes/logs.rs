@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use bismuth_daemon::lines::Lines;
 use bismuth_model::Backend;
 use bismuth_zk::store::functions;
 use bytes::Bytes;
@@ -35,40 +36,69 @@ pub async fn logs(
     if follow {
         return Ok(follow_all(&state, &backends, prefix).into_response());
     }
-    let mut out = String::new();
-    for b in &backends {
-        let tag = if prefix {
-            format!("[{}] ", b.container_id)
-        } else {
-            String::new()
-        };
-        match fetch(&state, *b, false).await {
-            Ok(body) => {
-                let mut body = body;
-                let mut text = Vec::new();
-                while let Some(frame) = body.frame().await {
-                    match frame {
-                        Ok(f) => text.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
-                        Err(e) => {
-                            out.push_str(&format!("{tag}(log stream broke: {e})\n"));
-                            break;
-                        }
+    // Streamed a line at a time (lines bounded): a huge log or a 64 MB line
+    // never sits in the api's memory.
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        for b in &backends {
+            let tag = if prefix {
+                format!("[{}] ", b.container_id)
+            } else {
+                String::new()
+            };
+            let mut body = match fetch(&state, *b, false).await {
+                Ok(body) => body,
+                Err(e) => {
+                    let line = format!("[{}] (logs unavailable: {e})\n", b.container_id);
+                    if tx.send(Bytes::from(line)).await.is_err() {
+                        return;
                     }
+                    continue;
                 }
-                for line in String::from_utf8_lossy(&text).lines() {
-                    out.push_str(&tag);
-                    out.push_str(line);
-                    out.push('\n');
+            };
+            let mut lines = Lines::default();
+            loop {
+                let mut out = String::new();
+                let more = match body.frame().await {
+                    Some(Ok(f)) => {
+                        if let Some(data) = f.data_ref() {
+                            lines.push(data, |l| push_line(&mut out, &tag, l));
+                        }
+                        true
+                    }
+                    Some(Err(e)) => {
+                        out.push_str(&format!("{tag}(log stream broke: {e})\n"));
+                        false
+                    }
+                    None => {
+                        lines.finish(|l| push_line(&mut out, &tag, l));
+                        false
+                    }
+                };
+                if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+                    return;
+                }
+                if !more {
+                    break;
                 }
             }
-            Err(e) => out.push_str(&format!("[{}] (logs unavailable: {e})\n", b.container_id)),
         }
-    }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, Infallible>(chunk), rx))
+    });
     Ok((
         [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        out,
+        axum::body::Body::from_stream(stream),
     )
         .into_response())
+}
+
+fn push_line(out: &mut String, tag: &str, line: &str) {
+    out.push_str(tag);
+    out.push_str(line);
+    out.push('\n');
 }
 
 async fn fetch(
@@ -122,30 +152,30 @@ fn follow_all(
                     return;
                 }
             };
-            let mut pending = Vec::new();
+            // bismuthd's events carry lines of at most MAX_LINE after "data: ".
+            let mut lines = Lines::new(bismuth_daemon::lines::MAX_LINE + 64);
             while let Some(Ok(frame)) = body.frame().await {
                 let Some(data) = frame.data_ref() else {
                     continue;
                 };
-                pending.extend_from_slice(data);
-                while let Some(pos) = pending.iter().position(|c| *c == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=pos).collect();
-                    let line = String::from_utf8_lossy(&line[..line.len() - 1])
-                        .trim_end_matches('\r')
-                        .to_owned();
+                let mut texts = Vec::new();
+                lines.push(data, |line| {
                     // bismuthd sends SSE; plain lines are passed through too.
                     let text = match line.strip_prefix("data:") {
-                        Some(rest) => rest.strip_prefix(' ').unwrap_or(rest).to_owned(),
+                        Some(rest) => rest.strip_prefix(' ').unwrap_or(rest),
                         None if line.is_empty()
                             || line.starts_with(':')
                             || line.starts_with("event:")
                             || line.starts_with("id:") =>
                         {
-                            continue
+                            return
                         }
                         None => line,
                     };
-                    if tx.send(format!("{tag}{text}")).await.is_err() {
+                    texts.push(format!("{tag}{text}"));
+                });
+                for text in texts {
+                    if tx.send(text).await.is_err() {
                         return;
                     }
                 }

@@ -1,13 +1,13 @@
 //! `PUT/DELETE /function/{id}/secrets/{key}`: write a function's secrets into
-//! the svcprovider store of its service group, through svcprovider's own
-//! store code. No endpoint ever returns a secret.
+//! the svcprovider store of its service group, through the one
+//! `SecretWriter` the api opens (`bismuth-svcstore`). No endpoint ever
+//! returns a secret.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use bismuth_svcstore::StoreError;
 use bismuth_zk::store::functions;
 use bytes::Bytes;
-use svcprovider::config::{StoreArgs, StoreUrl};
-use svcprovider::store::{postgres::PgStore, sqlite::SqliteStore, Quotas, Storage, StoreError};
 
 use super::function_id;
 use crate::error::ApiError;
@@ -50,44 +50,15 @@ async fn secret_op(
     value: Option<Bytes>,
 ) -> Result<bool, ApiError> {
     let id = function_id(id)?;
-    svcprovider::key::validate(key).map_err(ApiError::BadRequest)?;
+    bismuth_svcstore::key::validate(key).map_err(ApiError::BadRequest)?;
     let def = functions::get_function(state.zk()?, id).await?;
     let group = def.value.service_group(id).to_string();
-    let config = state.config();
-    let args = StoreArgs {
-        group: group.clone(),
-        store: config.svc_store.clone(),
-        secret_key_file: config.secret_key_file.clone(),
-    };
-    let (url, cluster_key) = args
-        .parse()
-        .map_err(|e| ApiError::Unavailable(format!("secret store: {e}")))?;
-    if cluster_key.is_none() {
-        return Err(ApiError::Unavailable(
-            "secrets are not configured: start the api with --secret-key-file".into(),
-        ));
-    }
-    let result = match url {
-        StoreUrl::Sqlite(dir) => {
-            let store = SqliteStore::open(&dir, &group, Quotas::default(), cluster_key)
-                .map_err(store_error)?;
-            apply(&store, key, value).await
-        }
-        StoreUrl::Postgres(url) => {
-            let store = PgStore::connect(&url, &group, Quotas::default(), cluster_key)
-                .await
-                .map_err(store_error)?;
-            apply(&store, key, value).await
-        }
+    let writer = state.secrets().await?;
+    let result = match value {
+        Some(v) => writer.put(&group, key, v).await.map(|()| true),
+        None => writer.delete(&group, key).await,
     };
     result.map_err(store_error)
-}
-
-async fn apply(store: &impl Storage, key: &str, value: Option<Bytes>) -> Result<bool, StoreError> {
-    match value {
-        Some(v) => store.secret_put(key, v).await.map(|()| true),
-        None => store.secret_delete(key).await,
-    }
 }
 
 fn store_error(e: StoreError) -> ApiError {

@@ -90,7 +90,8 @@ pub async fn start(node: &Node, cid: Uuid, t: &Target, token: &str) -> Result<u3
         repo_dir: t.def.repo.is_some().then_some(repo_dir.as_path()),
         runner: &cfg.runner,
         runner_dir,
-    });
+    })
+    .map_err(|e| fail(e.to_string()))?;
     let labels = HashMap::from([
         (LABEL_FUNCTION.to_owned(), t.function_id.to_string()),
         (LABEL_SLOT.to_owned(), t.net.subnet.slot.to_string()),

@@ -149,7 +149,8 @@ impl Host {
             .args(["--container-net", &self.container_net()])
             .arg("--runner")
             .arg(runner())
-            .args(["--restart-backoff-ms", "500", "--stop-grace-ms", "2000"])
+            .args(self.default_unless_given("--restart-backoff-ms", "500"))
+            .args(self.default_unless_given("--stop-grace-ms", "2000"))
             .arg("--allow-file-repos")
             .arg("--svcprovider")
             .arg(svcprovider())
@@ -159,6 +160,15 @@ impl Host {
             .env("RUST_LOG", "bismuthd=debug,info")
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// `[flag, value]` unless the test passes its own `flag` in `extra_args`.
+    fn default_unless_given(&self, flag: &'static str, value: &'static str) -> Vec<&'static str> {
+        if self.extra_args.iter().any(|a| a == flag) {
+            vec![]
+        } else {
+            vec![flag, value]
+        }
     }
 
     pub async fn start_daemon(&mut self) {
@@ -175,11 +185,20 @@ impl Host {
             .unwrap();
         self.daemon = Some(child);
         let url = self.url("/healthz");
-        eventually("bismuthd /healthz", Duration::from_secs(30), || {
-            let url = url.clone();
-            async move { http_get(&url).await.ok().filter(|(s, _)| *s == 200) }
-        })
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !http_get(&url).await.is_ok_and(|(s, _)| s == 200) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bismuthd did not answer /healthz within 30 s:\n{}",
+                self.daemon_log()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The daemon's pid.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
     }
 
     /// SIGKILL, as a crash.
@@ -251,6 +270,75 @@ impl Host {
             .join(format!("run/containers/{cid}/svcprovider.json"));
         let record: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
         record["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// A container's svcprovider token and address, from its records.
+    pub fn svc_endpoint(&self, cid: Uuid) -> (String, String) {
+        let d = self.dir.path();
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(d.join(format!("run/containers/{cid}/svcprovider.json"))).unwrap(),
+        )
+        .unwrap();
+        let hosts =
+            std::fs::read_to_string(d.join(format!("state/containers/{cid}/etc/hosts"))).unwrap();
+        let ip = hosts
+            .lines()
+            .find(|l| l.ends_with("bismuth-svc"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_owned();
+        (
+            record["token"].as_str().unwrap().to_owned(),
+            format!("http://{ip}:9000"),
+        )
+    }
+
+    /// K/V through a container's svcprovider, from the host: GET when
+    /// `value` is None, else POST it. Status and body.
+    pub async fn kv(&self, cid: Uuid, key: &str, value: Option<&str>) -> (u16, String) {
+        let (token, base) = self.svc_endpoint(cid);
+        let url = format!("{base}/kv/v1/{key}");
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\\n%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .args(match value {
+                Some(v) => vec!["--data-binary".to_owned(), v.to_owned()],
+                None => vec![],
+            })
+            .arg(&url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// svcprovider processes of this host's daemon.
+    pub fn svcproviders(&self) -> Vec<u32> {
+        bismuth_testkit::processes_mentioning(&self.dir.path().join("svc"))
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "svcprovider")
+            })
+            .collect()
+    }
+
+    /// Host-side veths of this host's containers.
+    pub fn veths(&self) -> usize {
+        let ids = self.cids.lock().unwrap().clone();
+        ids.iter()
+            .filter(|c| {
+                let link = bismuthd::net::names(&self.instance(), **c).1;
+                Path::new("/sys/class/net").join(link).exists()
+            })
+            .count()
+    }
+
+    /// bismuthd's /healthz as JSON.
+    pub async fn health(&self) -> serde_json::Value {
+        let (_, body) = http_get(&self.url("/healthz")).await.unwrap();
+        serde_json::from_str(&body).unwrap()
     }
 
     pub fn log_path(&self, cid: Uuid) -> PathBuf {

@@ -7,6 +7,7 @@
 pub mod headers;
 pub mod http;
 pub mod invoke;
+pub mod lines;
 pub mod trace;
 
 use tokio::signal::unix::{signal, SignalKind};

@@ -1,5 +1,6 @@
 //! Every znode path of the data model in DESIGN.md, relative to the
-//! environment's chroot `/{env}`. Build paths only through these functions.
+//! environment's chroot `/{env}`. Build paths only through these functions,
+//! and read them (watch events) only through [`parse`].
 
 use std::net::Ipv4Addr;
 
@@ -57,9 +58,79 @@ pub fn route(hostname: &str) -> String {
     format!("{ROUTES}/{hostname}")
 }
 
+/// A znode of the data model, as [`parse`] reads it from a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Znode<'a> {
+    Function(Uuid),
+    FunctionBackends(Uuid),
+    Node(Ipv4Addr),
+    NodeAlive(Ipv4Addr),
+    NodeContainers(Ipv4Addr),
+    Container(Ipv4Addr, Uuid),
+    ContainerStatus(Ipv4Addr, Uuid),
+    Route(&'a str),
+}
+
+/// The znode `path` names, `None` for anything outside the data model
+/// (including ids and addresses that do not parse).
+pub fn parse(path: &str) -> Option<Znode<'_>> {
+    let rest = path.strip_prefix('/')?;
+    let mut parts = rest.split('/');
+    let first = parts.next()?;
+    let second = parts.next();
+    let tail: Vec<&str> = parts.collect();
+    Some(match (first, second, tail.as_slice()) {
+        ("function", Some(id), []) => Znode::Function(id.parse().ok()?),
+        ("function", Some(id), ["backends"]) => Znode::FunctionBackends(id.parse().ok()?),
+        ("node", Some(ip), []) => Znode::Node(ip.parse().ok()?),
+        ("node", Some(ip), ["alive"]) => Znode::NodeAlive(ip.parse().ok()?),
+        ("node", Some(ip), ["container"]) => Znode::NodeContainers(ip.parse().ok()?),
+        ("node", Some(ip), ["container", cid]) => {
+            Znode::Container(ip.parse().ok()?, cid.parse().ok()?)
+        }
+        ("node", Some(ip), ["container", cid, "status"]) => {
+            Znode::ContainerStatus(ip.parse().ok()?, cid.parse().ok()?)
+        }
+        ("route", Some(host), []) if !host.is_empty() => Znode::Route(host),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_reads_back_every_path_built_here() {
+        let id = Uuid::new_v4();
+        let ip = Ipv4Addr::new(10, 1, 2, 3);
+        let cases = [
+            (function(id), Znode::Function(id)),
+            (function_backends(id), Znode::FunctionBackends(id)),
+            (node(ip), Znode::Node(ip)),
+            (node_alive(ip), Znode::NodeAlive(ip)),
+            (node_containers(ip), Znode::NodeContainers(ip)),
+            (container(ip, id), Znode::Container(ip, id)),
+            (container_status(ip, id), Znode::ContainerStatus(ip, id)),
+            (route("a.example"), Znode::Route("a.example")),
+        ];
+        for (path, want) in &cases {
+            assert_eq!(parse(path), Some(*want), "{path}");
+        }
+        for junk in [
+            "",
+            "/",
+            "/function",
+            "/function/not-a-uuid",
+            "/node/10.1.2.3/container/x",
+            "/node/300.1.2.3",
+            "/route/",
+            "/function/00000000-0000-0000-0000-000000000000/backends/extra",
+            "function/00000000-0000-0000-0000-000000000000",
+        ] {
+            assert_eq!(parse(junk), None, "{junk}");
+        }
+    }
 
     #[test]
     fn layout_matches_design() {

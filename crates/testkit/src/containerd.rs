@@ -89,10 +89,20 @@ impl Containerd {
     /// containers keep running) and starts it again on the same root, state
     /// and socket.
     pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.crash();
+        self.revive()
+    }
+
+    /// Kills containerd alone (SIGKILL); shims and containers keep running.
+    pub fn crash(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts containerd again after [`Containerd::crash`].
+    pub fn revive(&mut self) -> anyhow::Result<()> {
         self.spawn()
     }
 

@@ -27,6 +27,8 @@ mod zookeeper;
 pub use containerd::Containerd;
 pub use eventually::eventually;
 pub use postgres::Postgres;
-pub use process::{container_net, die_with_parent, free_port, kill_processes_mentioning};
+pub use process::{
+    container_net, die_with_parent, free_port, kill_processes_mentioning, processes_mentioning,
+};
 pub use registry::Registry;
 pub use zookeeper::ZooKeeper;

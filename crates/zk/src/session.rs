@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bismuth_controller::Backoff;
+
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 use zookeeper_client as zkc;
@@ -66,23 +68,22 @@ impl Zk {
         })
     }
 
-    /// Connects like [`Zk::connect`], retrying every 500 ms until ZooKeeper
-    /// answers; `None` if `shutdown` is cancelled first. For daemons that
-    /// start before ZooKeeper is reachable.
+    /// Connects like [`Zk::connect`], retrying with jittered backoff (200 ms
+    /// up to 2 s) until ZooKeeper answers; `None` if `shutdown` is cancelled
+    /// first. For daemons that start before ZooKeeper is reachable.
     pub async fn connect_retrying(
         config: ZkConfig,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Option<Zk> {
-        let mut attempt = 0u32;
+        let mut retry = Backoff::new(Duration::from_millis(200), Duration::from_secs(2)).retry();
         loop {
             match Zk::connect(config.clone()).await {
                 Ok(zk) => return Some(zk),
                 Err(e) => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "cannot reach ZooKeeper yet; retrying");
+                    tracing::warn!(error = %e, attempt = retry.attempts() + 1, "cannot reach ZooKeeper yet; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = retry.wait() => {}
                     }
                 }
             }
@@ -358,12 +359,13 @@ impl Zk {
     }
 }
 
-/// Sleeps a short, jittered, growing time (5 ms doubling to 320 ms, plus up
-/// to as much again) before retrying a lost optimistic-concurrency race.
+/// Delays before retrying a lost optimistic-concurrency race: 10 ms
+/// doubling to 640 ms, jittered so racing writers do not collide again.
+pub const CONTENTION: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(640));
+
+/// Sleeps [`CONTENTION`]'s delay for retry number `attempt`.
 pub async fn backoff(attempt: u32) {
-    let base = 5u64 << attempt.min(6);
-    let jitter = rand::random::<u64>() % (base + 1);
-    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+    tokio::time::sleep(CONTENTION.delay(attempt)).await;
 }
 
 fn is_terminal(state: zkc::SessionState) -> bool {

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use bismuth_controller::Backoff;
+
 use tokio::sync::mpsc;
 use tracing::{debug, warn, Instrument};
 use zookeeper_client as zkc;
@@ -76,7 +78,7 @@ impl Zk {
 }
 
 async fn watch_loop(zk: Zk, path: String, tx: mpsc::Sender<WatchEvent>) {
-    let mut failures = 0u32;
+    let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).retry();
     loop {
         let watcher = async {
             let client = zk.client().await?;
@@ -88,14 +90,13 @@ async fn watch_loop(zk: Zk, path: String, tx: mpsc::Sender<WatchEvent>) {
         let mut watcher = match watcher.await {
             Ok(w) => w,
             Err(e) => {
-                failures += 1;
-                let delay = reconnect_delay(failures);
+                let delay = retry.next_delay();
                 warn!(error = %e, retry_in = ?delay, "cannot watch; will retry");
                 tokio::time::sleep(delay).await;
                 continue;
             }
         };
-        failures = 0;
+        retry.reset();
         if tx.send(WatchEvent::Resync).await.is_err() {
             return;
         }
@@ -126,26 +127,6 @@ async fn watch_loop(zk: Zk, path: String, tx: mpsc::Sender<WatchEvent>) {
             if tx.send(out).await.is_err() {
                 return;
             }
-        }
-    }
-}
-
-/// Jittered exponential backoff from 100 ms up to 5 s.
-fn reconnect_delay(failures: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << failures.min(6)).min(5_000);
-    Duration::from_millis(base / 2 + rand::random::<u64>() % (base / 2 + 1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delay_grows_and_is_capped() {
-        for f in 1..20 {
-            let d = reconnect_delay(f);
-            assert!(d <= Duration::from_secs(5), "{d:?}");
-            assert!(d >= Duration::from_millis(100), "{d:?}");
         }
     }
 }

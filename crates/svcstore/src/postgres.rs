@@ -79,6 +79,21 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// The same pool and key, scoped to another group (no new connection;
+    /// for secret writes, which keep no usage row).
+    pub fn with_group(&self, group: &str) -> PgStore {
+        PgStore {
+            inner: Arc::new(PgInner {
+                group: group.to_owned(),
+                pool: Arc::clone(&self.inner.pool),
+                quotas: self.inner.quotas.clone(),
+                key: self.inner.key.clone(),
+            }),
+        }
+    }
+}
+
 /// A few connections, reused; a connection left inside a transaction is
 /// closed instead of reused.
 #[derive(Debug)]

@@ -1,4 +1,6 @@
-//! Storage behind the svcprovider API: one [`Storage`] trait, scoped to one
+//! bismuth-svcstore: the storage behind the svcprovider API, as a library
+//! of its own (svcprovider is the HTTP layer over it; the api writes secrets
+//! through its [`SecretWriter`]). One [`Storage`] trait, scoped to one
 //! service group, with two real backends.
 //!
 //! - [`sqlite::SqliteStore`]: the single-host default. K/V, secrets, blob
@@ -10,8 +12,12 @@
 //! Every write checks the group's [`Quotas`] and updates its usage in the
 //! same transaction, so a write that would exceed a quota stores nothing.
 
+pub mod crypto;
+pub mod key;
 pub mod postgres;
+mod secrets;
 pub mod sqlite;
+mod url;
 mod usage;
 
 use std::future::Future;
@@ -20,6 +26,8 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures_util::Stream;
 
+pub use secrets::SecretWriter;
+pub use url::{validate_group, StoreUrl, UrlError};
 pub use usage::{Quotas, Usage};
 
 /// A stream of body chunks (blob uploads and downloads).
