@@ -41,7 +41,8 @@ CTD_SOCK="$CTD_DIR/containerd.sock"
 # bismuthd's flags, shared by its start and by `--clean-up` on stop.
 BISMUTHD_ARGS=(--node-ip "$NODE_IP" --containerd "$CTD_SOCK"
   --state-dir "$STATE/bismuthd" --run-dir "$STATE/run" --runner target/runner/bismuth-runner
-  --svc-store "sqlite:$STATE/svc" --secret-key-file "$STATE/cluster.key" --allow-file-repos)
+  --svc-store "sqlite:$STATE/svc" --secret-key-file "$STATE/cluster.key" --allow-file-repos
+  --svcprovider target/small/svcprovider)
 
 # stop_pidfile NAME: SIGTERM, then wait (up to 15 s) for it to exit.
 stop_pidfile() {
@@ -129,8 +130,10 @@ CFG
   ctr --address "$CTD_SOCK" version >/dev/null 2>&1 || fail "$LOGS/containerd.log"
 fi
 
-step "build (cargo build --release, and the static bismuth-runner)"
+step "build (cargo build --release, the small svcprovider and the static bismuth-runner)"
 cargo build --release --locked >"$LOGS/build.log" 2>&1 || fail "$LOGS/build.log"
+# svcprovider runs beside every container: its size-optimized build (BENCHMARKS.md).
+cargo build --profile small --locked -p svcprovider >>"$LOGS/build.log" 2>&1 || fail "$LOGS/build.log"
 scripts/build-runner.sh release >>"$LOGS/build.log" 2>&1 || fail "$LOGS/build.log"
 CTL=(target/release/bismuthctl --zookeeper "$ZK" --zookeeper-env "$ENV_NAME")
 

@@ -12,5 +12,8 @@ flags=()
 RUSTFLAGS='-C target-feature=+crt-static' \
   cargo build --quiet --locked -p bismuth-runner --target "$target" "${flags[@]}"
 mkdir -p target/runner
-cp "target/$target/$profile/bismuth-runner" target/runner/bismuth-runner
+# A new file renamed over the old one: running containers keep the old
+# binary open ("Text file busy" for a copy over it), new ones get the new.
+cp "target/$target/$profile/bismuth-runner" target/runner/.bismuth-runner.new
+mv -f target/runner/.bismuth-runner.new target/runner/bismuth-runner
 echo target/runner/bismuth-runner
