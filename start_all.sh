@@ -5,7 +5,7 @@
 # host, starts bismuthd, the api and bismuthfe, deploys a demo function
 # through the api and calls it through bismuthfe. Safe to run twice. Root.
 #
-#   ./start_all.sh          start (or check) everything
+#   ./start_all.sh          start (or check) everything, Prometheus included
 #   ./start_all.sh stop     stop what this script started
 #
 # Each step prints its name; on failure it says which step and where its log is.
@@ -18,6 +18,7 @@ ZK_PORT="${BISMUTH_ZK_PORT:-2181}"
 ZK="127.0.0.1:$ZK_PORT"
 ENV_NAME="${BISMUTH_ZOOKEEPER_ENV:-default}"
 NODE_IP="${BISMUTH_NODE_IP:-127.0.0.1}"
+PROM_PORT="${BISMUTH_PROMETHEUS_PORT:-9090}"
 mkdir -p "$LOGS"
 
 step_name=""
@@ -58,7 +59,7 @@ stop_pidfile() {
 }
 
 if [ "${1:-}" = stop ]; then
-  for d in bismuthfe api bismuthd; do stop_pidfile "$d"; done
+  for d in prometheus bismuthfe api bismuthd; do stop_pidfile "$d"; done
   # bismuthd leaves containers running on SIGTERM (the next one adopts
   # them); --clean-up removes them with their networks, svcproviders and
   # firewall rules. ZooKeeper keeps the functions for the next start.
@@ -169,6 +170,31 @@ start_daemon api 8002 --listen 127.0.0.1:8002 \
 step "start bismuthfe on 0.0.0.0:8000"
 start_daemon bismuthfe 8000 --listen 0.0.0.0:8000
 
+step "start Prometheus on 127.0.0.1:$PROM_PORT (scrapes every daemon; rules: deploy/prometheus/rules.yml)"
+if curl -sf "localhost:$PROM_PORT/-/ready" >/dev/null 2>&1; then
+  echo "    already running"
+else
+  mkdir -p "$STATE/prometheus"
+  cp deploy/prometheus/rules.yml "$STATE/prometheus/rules.yml"
+  cat >"$STATE/prometheus/prometheus.yml" <<CFG
+global: {scrape_interval: 5s, evaluation_interval: 5s}
+rule_files: [rules.yml]
+scrape_configs:
+  - job_name: bismuthfe
+    static_configs: [{targets: ['127.0.0.1:8000']}]
+  - job_name: bismuthd
+    static_configs: [{targets: ['$NODE_IP:8001']}]
+  - job_name: api
+    static_configs: [{targets: ['127.0.0.1:8002']}]
+CFG
+  nohup prometheus --config.file="$STATE/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$STATE/prometheus/data" --web.listen-address="127.0.0.1:$PROM_PORT" \
+    >"$LOGS/prometheus.log" 2>&1 &
+  echo $! >"$STATE/prometheus.pid"
+  for _ in $(seq 1 100); do curl -sf "localhost:$PROM_PORT/-/ready" >/dev/null 2>&1 && break; sleep 0.2; done
+  curl -sf "localhost:$PROM_PORT/-/ready" >/dev/null 2>&1 || fail "$LOGS/prometheus.log"
+fi
+
 step "deploy the demo function (Python http.server serving a git repository)"
 DEMO_REPO="$STATE/demo-repo"
 if [ ! -d "$DEMO_REPO/.git" ]; then
@@ -206,11 +232,14 @@ echo
 cat <<MSG
 
 Bismuth is running: ZooKeeper ($ZK), containerd ($CTD_SOCK), bismuthd ($NODE_IP:8001),
-the api (127.0.0.1:8002) and bismuthfe (:8000), serving function $DEMO_ID.
+the api (127.0.0.1:8002), bismuthfe (:8000) and Prometheus (http://127.0.0.1:$PROM_PORT),
+serving function $DEMO_ID.
 Try:
   curl -H 'Host: hello.localhost' localhost:8000/
   curl -s localhost:8002/function/$DEMO_ID
   curl -s "localhost:8002/function/$DEMO_ID/logs"
   ${CTL[*]} list-functions
+  curl -s "localhost:8002/function/$DEMO_ID/calls?limit=5"
+  curl -s localhost:8000/metrics; curl -s $NODE_IP:8001/metrics
 Logs: $LOGS. Stop: ./start_all.sh stop
 MSG

@@ -11,6 +11,7 @@ packages=(
   busybox-static       # the busybox test image is built from it
   debootstrap          # builds the Python test image's Debian rootfs
   docker-registry skopeo # a local OCI registry for pull tests, and pushing archives into it
+  prometheus           # scrapes every daemon in start_all.sh; promtool checks metrics and rules in the tests
   protobuf-compiler    # containerd-client compiles containerd's gRPC definitions
   iproute2 nftables    # container network namespaces, veths and isolation rules
   libc6-dev            # static libc for bismuth-runner (it runs inside any image)

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod deploy;
 pub mod error;
+mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod schedule;

@@ -50,6 +50,8 @@ pub const PATHS: &[Operation] = &[
     Operation { method: "get", path: "/function/{id}/logs", summary: "Containers' output; follow=true streams Server-Sent Events", request: None, response: None },
     Operation { method: "put", path: "/function/{id}/secrets/{key}", summary: "Set a secret (body is the value); never readable through the api", request: None, response: None },
     Operation { method: "delete", path: "/function/{id}/secrets/{key}", summary: "Delete a secret", request: None, response: None },
+    Operation { method: "get", path: "/function/{id}/calls", summary: "The function's last invocations from every node, newest first (query limit, 1-1000, default 100)", request: None, response: Some("Calls") },
+    Operation { method: "get", path: "/metrics", summary: "Prometheus metrics (text format)", request: None, response: None },
     Operation { method: "get", path: "/node", summary: "Nodes with state, liveness, capacity and load", request: None, response: Some("NodeList") },
     Operation { method: "get", path: "/openapi.json", summary: "This document", request: None, response: None },
 ];
@@ -73,6 +75,10 @@ pub fn document() -> Value {
     named.insert(
         "NodeList".into(),
         gen.subschema_for::<Vec<NodeView>>().to_value(),
+    );
+    named.insert(
+        "Calls".into(),
+        gen.subschema_for::<bismuth_model::Calls>().to_value(),
     );
     named.insert("Created".into(), gen.subschema_for::<Created>().to_value());
     named.insert("Error".into(), gen.subschema_for::<ErrorBody>().to_value());

@@ -29,6 +29,7 @@ struct Inner {
     /// Opened once (at start-up, or at the first secret write if the store
     /// was away then) and shared by every secret write.
     secrets: tokio::sync::OnceCell<SecretWriter>,
+    metrics: crate::metrics::ApiMetrics,
 }
 
 impl AppState {
@@ -43,6 +44,7 @@ impl AppState {
                 zk: OnceLock::new(),
                 http,
                 secrets: tokio::sync::OnceCell::new(),
+                metrics: crate::metrics::ApiMetrics::new(),
             }),
         }
     }
@@ -84,6 +86,11 @@ impl AppState {
                     .map_err(|e| ApiError::Unavailable(format!("secret store: {e}")))
             })
             .await
+    }
+
+    /// The api's metrics.
+    pub fn metrics(&self) -> &crate::metrics::ApiMetrics {
+        &self.inner.metrics
     }
 
     /// Client for bismuthd's HTTP endpoints.

@@ -31,6 +31,7 @@ const FORWARDED: &[(&str, &str)] = &[
     ("content-type", "CONTENT_TYPE"),
     ("content-length", "CONTENT_LENGTH"),
     ("traceparent", "HTTP_TRACEPARENT"),
+    ("traceparent", "TRACEPARENT"),
     ("user-agent", "HTTP_USER_AGENT"),
     ("x-forwarded-for", "HTTP_X_FORWARDED_FOR"),
 ];

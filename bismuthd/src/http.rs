@@ -8,12 +8,12 @@ use std::sync::Arc;
 use bismuth_daemon::headers::{CONTAINER_ID, TRACEPARENT};
 use bismuth_daemon::trace;
 use bismuth_model::{ContainerState, InvokeMode};
-use http::header::HeaderValue;
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::node::Node;
-use crate::respond::{error, json, Body};
+use crate::respond::{error, full, json, Body};
 use crate::{exec, logs, proxy};
 
 /// What every request handler needs.
@@ -36,6 +36,12 @@ impl Server {
         let path = req.uri().path().to_owned();
         if path == "/healthz" {
             return self.healthz();
+        }
+        if path == "/metrics" {
+            return self.metrics().await;
+        }
+        if let Some(id) = path.strip_prefix("/calls/") {
+            return self.calls(id, req.uri().query());
         }
         if let Some(target) = bismuth_daemon::invoke::target(&path) {
             return match target {
@@ -71,6 +77,53 @@ impl Server {
         error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"))
     }
 
+    /// `GET /metrics`: Prometheus' text format.
+    async fn metrics(&self) -> Response<Body> {
+        let mut containers = Vec::new();
+        for h in self.node.all() {
+            let function = h.target.get().map(|t| t.function_id);
+            containers.push((h.cid, function, h.state()));
+        }
+        let text = self
+            .node
+            .metrics
+            .render(&containers, &self.node.ctl.stats());
+        let mut r = Response::new(full(text));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(bismuth_metrics::CONTENT_TYPE),
+        );
+        r
+    }
+
+    /// `GET /calls/{function_id}?limit=N`: this node's records, newest first.
+    fn calls(&self, id: &str, query: Option<&str>) -> Response<Body> {
+        let Ok(function) = id.trim_end_matches('/').parse() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("{id:?} is not a function id"),
+            );
+        };
+        let limit = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|kv| kv.strip_prefix("limit="))
+            .map_or(Ok(100), str::parse::<usize>);
+        let Ok(limit) = limit else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "limit must be a non-negative integer".into(),
+            );
+        };
+        let calls = bismuth_model::Calls {
+            calls: self.node.calls.recent(function, limit),
+        };
+        json(
+            StatusCode::OK,
+            &serde_json::to_value(calls).unwrap_or_default(),
+        )
+    }
+
     fn healthz(&self) -> Response<Body> {
         let all = self.node.all();
         let running = all
@@ -102,8 +155,16 @@ impl Server {
                 format!("container {cid} is {:?}, not Running", h.state()),
             );
         };
+        let arrived = (std::time::SystemTime::now(), std::time::Instant::now());
+        let mut req = req;
         let traceparent =
             trace::next_traceparent(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+        // The function sees this hop's traceparent (a header for a Server,
+        // TRACEPARENT in its environment for an Executable).
+        if let Ok(v) = HeaderValue::from_str(&traceparent) {
+            req.headers_mut().insert(TRACEPARENT, v);
+        }
+        let cold = !h.served.swap(true, std::sync::atomic::Ordering::Relaxed);
         let mut resp = match &target.def.invoke_mode {
             InvokeMode::Server(_, port) => {
                 proxy::forward(&self.client, &target, *port, req, rest, &traceparent).await
@@ -112,6 +173,20 @@ impl Server {
                 exec::run(&h, &target, req, rest, self.node.cfg.exec_timeout).await
             }
         };
+        let status = resp.status().as_u16();
+        self.node.metrics.invoked(target.function_id, status);
+        self.node.calls.record(
+            target.function_id,
+            bismuth_model::CallRecord {
+                id: trace::trace_id(&traceparent).to_owned(),
+                container_id: cid,
+                node: self.node.cfg.node_ip,
+                start: humantime::format_rfc3339_millis(arrived.0).to_string(),
+                duration_ms: arrived.1.elapsed().as_secs_f64() * 1000.0,
+                status,
+                cold,
+            },
+        );
         let headers = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&cid.to_string()) {
             headers.insert(CONTAINER_ID, v);

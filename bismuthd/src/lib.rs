@@ -13,6 +13,7 @@
 //! containers and svcproviders running, so the next bismuthd adopts them.
 
 mod alive;
+mod calls;
 pub mod config;
 mod events;
 mod exec;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod ipam;
 mod lock;
 mod logs;
+mod metrics;
 pub mod net;
 mod node;
 mod proxy;

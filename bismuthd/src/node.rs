@@ -50,6 +50,19 @@ pub struct Actual {
     pub next_start: Option<std::time::Instant>,
     /// Whether "still waiting" was logged for the current start.
     pub waiting_logged: bool,
+    /// How long each phase of the current start took.
+    pub phases: Phases,
+}
+
+/// The phases of one container start (DESIGN.md's cold-start phases).
+#[derive(Clone, Debug, Default)]
+pub struct Phases {
+    /// When the start began (its first reconcile).
+    pub began: Option<std::time::Instant>,
+    pub image: Option<std::time::Duration>,
+    pub network: Option<std::time::Duration>,
+    pub svcprovider: Option<std::time::Duration>,
+    pub create: Option<std::time::Duration>,
 }
 
 /// One container bismuthd runs or has to remove.
@@ -63,6 +76,8 @@ pub struct Handle {
     pub target: OnceLock<Arc<Target>>,
     /// Why it last failed, for people.
     pub reason: Mutex<Option<String>>,
+    /// Whether the current process has answered a request (the first one is "cold").
+    pub served: std::sync::atomic::AtomicBool,
     pub actual: tokio::sync::Mutex<Actual>,
 }
 
@@ -104,6 +119,8 @@ pub struct Node {
     pub firewall: crate::firewall::Firewall,
     pub svc: crate::svc::Supervisor,
     pub ctl: Controller<Key>,
+    pub metrics: crate::metrics::NodeMetrics,
+    pub calls: crate::calls::CallLog,
     desired: Mutex<Desired>,
     containers: Mutex<HashMap<Uuid, Arc<Handle>>>,
 }
@@ -127,6 +144,8 @@ impl Node {
             puller,
             status,
             ctl,
+            metrics: crate::metrics::NodeMetrics::new(),
+            calls: crate::calls::CallLog::default(),
             desired: Mutex::default(),
             containers: Mutex::default(),
         })
@@ -146,6 +165,7 @@ impl Node {
                 state: watch::Sender::new(ContainerState::Invalid),
                 target: OnceLock::new(),
                 reason: Mutex::new(None),
+                served: std::sync::atomic::AtomicBool::new(false),
                 actual: tokio::sync::Mutex::default(),
             })
         }))

@@ -11,6 +11,7 @@
 
 mod body;
 pub mod config;
+pub mod metrics;
 pub mod proxy;
 pub mod ring;
 pub mod sync;
@@ -44,7 +45,8 @@ pub async fn run(
         )
         .instrument(tracing::info_span!("sync")),
     );
-    let proxy = Arc::new(proxy::Proxy::new(table, ready_rx, &config));
+    let metrics = Arc::new(metrics::FrontendMetrics::new());
+    let proxy = Arc::new(proxy::Proxy::new(table, ready_rx, &config, metrics));
     info!(addr = %listener.local_addr()?, "bismuthfe serving");
     let handler = move |req, peer| {
         let proxy = Arc::clone(&proxy);

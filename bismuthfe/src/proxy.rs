@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bismuth_controller::Backoff;
+use bismuth_model::FunctionId;
+
+use crate::metrics::FrontendMetrics;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -40,6 +43,7 @@ pub struct Proxy {
     response_timeout: Duration,
     refused_hold: Duration,
     refused_backoff: Backoff,
+    metrics: Arc<FrontendMetrics>,
 }
 
 impl Proxy {
@@ -48,6 +52,7 @@ impl Proxy {
         table: Arc<ArcSwap<RoutingTable>>,
         ready: watch::Receiver<bool>,
         cfg: &crate::config::Config,
+        metrics: Arc<FrontendMetrics>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -64,6 +69,7 @@ impl Proxy {
             response_timeout: cfg.response_timeout,
             refused_hold: cfg.hold_refused,
             refused_backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(500)),
+            metrics,
         }
     }
 
@@ -93,6 +99,7 @@ impl Proxy {
                         )
                     }
                     None if path == "/healthz" => return plain(StatusCode::OK, "OK"),
+                    None if path == "/metrics" => return self.metrics_page(),
                     None if !*self.ready.borrow() => return not_ready(),
                     None => {
                         let host = host_str.unwrap_or("");
@@ -139,6 +146,36 @@ impl Proxy {
         parts.headers.remove(header::HOST);
         parts.headers.insert(TRACEPARENT, traceparent.clone());
 
+        let in_flight = self.metrics.begin(function);
+        let response = self
+            .forward(
+                function,
+                rest,
+                &query,
+                &parts,
+                body,
+                targets,
+                peer,
+                traceparent,
+            )
+            .await;
+        in_flight.done(response.status().as_u16());
+        response
+    }
+
+    /// Sends the request to the function's backends (see the module docs).
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        function: FunctionId,
+        rest: &str,
+        query: &str,
+        parts: &http::request::Parts,
+        body: Incoming,
+        targets: Arc<[Target]>,
+        peer: SocketAddr,
+        traceparent: HeaderValue,
+    ) -> Response<ResponseBody> {
         let slot = BodySlot::new(body);
         let client_hash = ring::client_hash(peer.ip());
         let mut targets = targets;
@@ -146,6 +183,8 @@ impl Proxy {
         // (an upgrade): hold the request and try again for a while.
         let held_since = tokio::time::Instant::now();
         let mut retry = self.refused_backoff.retry();
+        // Set once the request is held: its wait is observed when it ends.
+        let mut hold = None;
         loop {
             let ranked = ring::rank(client_hash, targets.iter().map(|t| t.hash));
             for (attempt, index) in ranked.into_iter().take(MAX_ATTEMPTS).enumerate() {
@@ -205,6 +244,7 @@ impl Proxy {
             if !slot.replayable() || held_since.elapsed() + delay > self.refused_hold {
                 break;
             }
+            hold.get_or_insert_with(|| self.metrics.hold());
             tokio::time::sleep(delay).await;
             // The table may have changed meanwhile (a backend moved).
             match self.table.load().targets(function) {
@@ -233,6 +273,18 @@ fn respond(
         }
     }
     Response::from_parts(parts, Either::Left(body))
+}
+
+impl Proxy {
+    /// `GET /metrics` (on a host that is not routed).
+    fn metrics_page(&self) -> Response<ResponseBody> {
+        let mut r = Response::new(Either::Right(Full::new(Bytes::from(self.metrics.render()))));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(bismuth_metrics::CONTENT_TYPE),
+        );
+        r
+    }
 }
 
 fn not_ready() -> Response<ResponseBody> {

@@ -1,6 +1,7 @@
 //! The HTTP surface: which path and method go to which handler, and the
 //! bearer-token check in front of all but `/healthz`.
 
+mod calls;
 mod functions;
 pub use functions::Listed;
 mod logs;
@@ -28,6 +29,8 @@ pub fn router(state: AppState) -> Router {
                 .delete(functions::delete),
         )
         .route("/function/{id}/logs", get(logs::logs))
+        .route("/function/{id}/calls", get(calls::calls))
+        .route("/metrics", get(metrics))
         .route(
             "/function/{id}/secrets/{*key}",
             put(secrets::put).delete(secrets::delete),
@@ -37,9 +40,36 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { axum::Json(crate::openapi::document()) }),
         )
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .route_layer(middleware::from_fn_with_state(state.clone(), count))
+        .fallback(|State(state): State<AppState>| async move {
+            state.metrics().request("unmatched", 404);
+            ApiError::NotFound("no such endpoint".into())
+        })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus' text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics().render(state.zk().ok()).await;
+    (
+        [(http::header::CONTENT_TYPE, bismuth_metrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
+}
+
+/// Counts every routed request by its route template and status code.
+async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    if let Some(route) = route {
+        state.metrics().request(&route, resp.status().as_u16());
+    }
+    resp
 }
 
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -45,6 +45,9 @@ pub async fn converge(node: &Arc<Node>, cid: Uuid) -> Result<Action, Error> {
         _ => None,
     };
 
+    if running.is_none() && a.phases.began.is_none() {
+        a.phases.began = Some(Instant::now());
+    }
     // Everything the process needs. While it runs, a failure here is an
     // error to retry; before it runs, a failed start.
     let prepared = prepare(node, &h, &mut a, running.is_some()).await;
@@ -99,9 +102,13 @@ pub async fn converge(node: &Arc<Node>, cid: Uuid) -> Result<Action, Error> {
     }
 
     node.set_state(&h, ContainerState::Starting);
-    match start(node, cid, &target, &token).await {
+    let mut phases = std::mem::take(&mut a.phases);
+    let started = start(node, cid, &target, &token, &mut phases).await;
+    a.phases = phases;
+    match started {
         Ok(pid) => {
             a.pid = pid;
+            h.served.store(false, std::sync::atomic::Ordering::Relaxed);
             a.started_at = Some(Instant::now());
             a.running_since = None;
             a.waiting_logged = false;
@@ -170,6 +177,7 @@ async fn prepare(
             h.files.log_line("network repaired (the veth was gone)");
         }
         NetState::NamespaceMissing => {
+            let began = Instant::now();
             if running {
                 warn!(container = %cid, "the network namespace is gone; restarting the container");
                 h.files
@@ -177,6 +185,7 @@ async fn prepare(
                 let _ = node.rt.remove(&cid.to_string(), Duration::ZERO).await;
             }
             net.create().await.map_err(net_err)?;
+            a.phases.network = Some(began.elapsed());
         }
     }
     let files_err = |source| Error::Files {
@@ -228,11 +237,15 @@ async fn prepare(
         quotas: def.svc_quotas.clone(),
         host_ip: net.host_ip(),
     };
+    let began = Instant::now();
     let started = node
         .svc
         .ensure(cid, &h.files, &spec)
         .await
         .map_err(|source| Error::Svc { cid, source })?;
+    if started {
+        a.phases.svcprovider = Some(began.elapsed());
+    }
     if started && running {
         h.files.log_line("svcprovider was not running; started it");
     }
@@ -293,7 +306,20 @@ async fn wait_ready(node: &Node, h: &Handle, a: &mut Actual, t: &Target) -> Acti
             node.set_state(h, ContainerState::Running);
             a.running_since = Some(Instant::now());
             *h.reason_lock() = None;
-            info!("running");
+            let p = std::mem::take(&mut a.phases);
+            let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+            let ready = a.started_at.map(|t| t.elapsed());
+            let total = p.began.map(|t| t.elapsed());
+            node.metrics.started(&p, ready, total);
+            info!(
+                image_ms = ms(p.image),
+                network_ms = ms(p.network),
+                svcprovider_ms = ms(p.svcprovider),
+                create_ms = ms(p.create),
+                ready_ms = ms(ready),
+                total_ms = ms(total),
+                "running"
+            );
             return Action::done();
         }
         if Instant::now() >= until {
@@ -335,6 +361,10 @@ fn failed(node: &Node, h: &Handle, a: &mut Actual, why: String) -> Action {
     a.next_start = Some(Instant::now() + delay);
     a.pid = 0;
     a.running_since = None;
+    a.phases = Default::default();
+    if let Some((function, _)) = &a.function {
+        node.metrics.restarted(*function);
+    }
     warn!(container = %h.cid, reason = %why, failures = a.failures, retry_in_ms = delay.as_millis() as u64, "container failed");
     h.files.log_line(&format!(
         "failed: {why}; restarting in {} ms",

@@ -51,6 +51,11 @@ pub async fn remove(node: &Node, cid: Uuid) -> Result<Action, Error> {
     } else {
         Duration::ZERO
     };
+    // What it used since the last scrape counts before it goes.
+    if let Some((function, _)) = guard.as_ref().and_then(|a| a.function.clone()) {
+        node.metrics.account(cid, function);
+    }
+    node.metrics.forget(cid);
     let started = std::time::Instant::now();
     node.rt
         .remove(&id, grace)

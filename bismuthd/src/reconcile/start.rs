@@ -4,28 +4,37 @@
 //! attempt is removed first, so a start can be retried at any point.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bismuth_model::InvokeMode;
 use uuid::Uuid;
 
 use super::Error;
-use crate::node::{Node, Target};
+use crate::node::{Node, Phases, Target};
 use crate::runtime::{LABEL_FUNCTION, LABEL_SLOT};
 use crate::spec::{self, SpecInput};
 
 /// Pulls the image if needed, (re)creates the container and starts its
-/// task; returns the task's pid.
-pub async fn start(node: &Node, cid: Uuid, t: &Target, token: &str) -> Result<u32, Error> {
+/// task; returns the task's pid, and records the `image` and `create` phases.
+pub async fn start(
+    node: &Node,
+    cid: Uuid,
+    t: &Target,
+    token: &str,
+    phases: &mut Phases,
+) -> Result<u32, Error> {
     let cfg = &node.cfg;
     let files = crate::files::Files::new(&cfg.state_dir, &cfg.run_dir, cid);
     let id = cid.to_string();
     let fail = |reason: String| Error::Start { cid, reason };
+    let began = Instant::now();
     let image = node
         .puller
         .ensure(&node.rt.ctd, &t.def.image)
         .await
         .map_err(|e| fail(e.to_string()))?;
+    phases.image = Some(began.elapsed());
+    let began = Instant::now();
     node.rt
         .remove(&id, Duration::ZERO)
         .await
@@ -106,6 +115,7 @@ pub async fn start(node: &Node, cid: Uuid, t: &Target, token: &str) -> Result<u3
         .start_task(&id, &files.log())
         .await
         .map_err(|e| fail(format!("starting the process: {e}")))?;
+    phases.create = Some(began.elapsed());
     files.log_line(&format!("started {} (pid {pid})", t.def.image));
     Ok(pid)
 }

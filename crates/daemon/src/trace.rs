@@ -18,6 +18,11 @@ pub fn next_traceparent(incoming: Option<&str>) -> String {
     format!("00-{trace_id}-{span}-{flags}")
 }
 
+/// The trace id of a well-formed `traceparent`, else "".
+pub fn trace_id(traceparent: &str) -> &str {
+    parse(traceparent).map_or("", |(trace, _)| trace)
+}
+
 /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; returns trace id and flags.
 fn parse(value: &str) -> Option<(&str, &str)> {
     let mut parts = value.trim().split('-');

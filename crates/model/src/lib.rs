@@ -7,6 +7,7 @@
 //! backend list).
 
 mod backend;
+mod calls;
 mod container;
 mod function;
 pub mod git;
@@ -19,6 +20,7 @@ mod validate;
 mod view;
 
 pub use backend::{pack_backends, unpack_backends, Backend, BackendDecodeError, BACKEND_LEN};
+pub use calls::{CallRecord, Calls};
 pub use container::{ContainerRecord, ContainerState, RecordDecodeError};
 pub use function::{FunctionDefinition, FunctionId, GitRepo, InvokeMode, Route, SvcQuotas};
 pub use invoke_syntax::{parse_invoke_mode, InvokeSyntaxError};

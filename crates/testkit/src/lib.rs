@@ -6,6 +6,7 @@
 //! - [`Containerd`]: containerd with its own root, state and socket; and
 //!   [`images`], test images built from Debian packages (no registry).
 //! - [`Registry`]: an OCI registry (`docker-registry`) fed by `skopeo`.
+//! - [`Prometheus`]: a real Prometheus scraping given targets.
 //! - [`assert_eventually!`]: poll a condition instead of sleeping.
 //! - [`free_port`]: an unused loopback port; [`container_net`]: a test's own
 //!   slice of container addresses.
@@ -21,6 +22,7 @@ pub mod http;
 pub mod images;
 mod postgres;
 mod process;
+mod prometheus;
 mod registry;
 mod zookeeper;
 
@@ -30,5 +32,6 @@ pub use postgres::Postgres;
 pub use process::{
     container_net, die_with_parent, free_port, kill_processes_mentioning, processes_mentioning,
 };
+pub use prometheus::Prometheus;
 pub use registry::Registry;
 pub use zookeeper::ZooKeeper;
