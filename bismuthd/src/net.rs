@@ -75,7 +75,13 @@ impl Net {
     /// was made is removed again.
     pub async fn create(&self) -> Result<(), NetError> {
         // Whatever a crash left under these names goes first.
-        self.destroy().await;
+        if self.check() != NetState::NamespaceMissing
+            || std::path::Path::new("/sys/class/net")
+                .join(&self.host_if)
+                .exists()
+        {
+            self.destroy().await;
+        }
         let host = format!("netns add {}\n{}", self.netns, self.veth_batch());
         let result = async {
             ip_batch(&[], &host, "host side").await?;

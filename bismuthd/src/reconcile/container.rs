@@ -48,9 +48,33 @@ pub async fn converge(node: &Arc<Node>, cid: Uuid) -> Result<Action, Error> {
     if running.is_none() && a.phases.began.is_none() {
         a.phases.began = Some(Instant::now());
     }
-    // Everything the process needs. While it runs, a failure here is an
-    // error to retry; before it runs, a failed start.
-    let prepared = prepare(node, &h, &mut a, running.is_some()).await;
+    // A start is coming: nothing runs, no exit to record, no backoff to wait.
+    let will_start = running.is_none()
+        && a.pid == 0
+        && !matches!(task, Some(TaskState::Stopped { .. }))
+        && a.next_start.map_or(true, |t| t <= Instant::now());
+    if a.function.is_none() {
+        match read_function(node, cid).await {
+            Ok(f) => a.function = Some(f),
+            Err(e) if running.is_some() => return Err(e),
+            Err(e) => return Ok(failed(node, &h, &mut a, e.reason())),
+        }
+    }
+    let image_name = a.function.as_ref().map(|(_, d)| d.image.clone());
+    // Everything the process needs (while it runs, a failure here is an
+    // error to retry; before it runs, a failed start), and the image for a
+    // start at the same time: a pull or an unpack overlaps the network and
+    // the svcprovider.
+    let image = async {
+        let name = image_name.filter(|_| will_start)?;
+        let began = Instant::now();
+        let image = node.puller.ensure(&node.rt.ctd, &name).await;
+        Some((image, began.elapsed()))
+    };
+    let (prepared, image) = tokio::join!(
+        prepare(node, &h, &mut a, running.is_some(), will_start),
+        image
+    );
     let (target, token) = match prepared {
         Ok(p) => p,
         Err(e) if running.is_some() => return Err(e),
@@ -102,8 +126,34 @@ pub async fn converge(node: &Arc<Node>, cid: Uuid) -> Result<Action, Error> {
     }
 
     node.set_state(&h, ContainerState::Starting);
+    let image = match image {
+        Some((image, took)) => {
+            a.phases.image = Some(took);
+            image
+        }
+        None => node.puller.ensure(&node.rt.ctd, &target.def.image).await,
+    };
+    let image = match image {
+        Ok(i) => i,
+        Err(e) => return Ok(failed(node, &h, &mut a, e.to_string())),
+    };
+    // The svcprovider starts beside the task (both must be up before the
+    // container counts as Running; the svcprovider is up long before).
     let mut phases = std::mem::take(&mut a.phases);
-    let started = start(node, cid, &target, &token, &mut phases).await;
+    let (svc, started) = tokio::join!(
+        ensure_svc(node, &h, &target),
+        start(node, cid, &target, &token, &image, &mut phases)
+    );
+    match svc {
+        Ok(took) => phases.svcprovider = took,
+        Err(e) => {
+            a.phases = phases;
+            if let Ok(pid) = started {
+                a.pid = pid;
+            }
+            return Ok(failed(node, &h, &mut a, e.reason()));
+        }
+    }
     a.phases = phases;
     match started {
         Ok(pid) => {
@@ -120,11 +170,14 @@ pub async fn converge(node: &Arc<Node>, cid: Uuid) -> Result<Action, Error> {
 
 /// Reads the function, makes the files, address, network, rules element
 /// and svcprovider the container needs; returns its target and token.
+/// With `defer_svc` (a start follows) the svcprovider is left to
+/// [`ensure_svc`], which runs beside the task's start.
 async fn prepare(
     node: &Node,
     h: &Arc<Handle>,
     a: &mut Actual,
     running: bool,
+    defer_svc: bool,
 ) -> Result<(Arc<Target>, String), Error> {
     let cfg = &node.cfg;
     let cid = h.cid;
@@ -232,23 +285,6 @@ async fn prepare(
         .svc
         .token(&h.files, None)
         .map_err(|source| Error::Svc { cid, source })?;
-    let spec = crate::svc::SvcSpec {
-        group: def.service_group(function_id),
-        quotas: def.svc_quotas.clone(),
-        host_ip: net.host_ip(),
-    };
-    let began = Instant::now();
-    let started = node
-        .svc
-        .ensure(cid, &h.files, &spec)
-        .await
-        .map_err(|source| Error::Svc { cid, source })?;
-    if started {
-        a.phases.svcprovider = Some(began.elapsed());
-    }
-    if started && running {
-        h.files.log_line("svcprovider was not running; started it");
-    }
     let target = h
         .target
         .get_or_init(|| {
@@ -260,7 +296,30 @@ async fn prepare(
             })
         })
         .clone();
+    if !defer_svc {
+        let started = ensure_svc(node, h, &target).await?;
+        if started.is_some() && running {
+            h.files.log_line("svcprovider was not running; started it");
+        }
+    }
     Ok((target, token))
+}
+
+/// Makes sure the container's svcprovider runs (adopted or started);
+/// how long a start took, if it had to start one.
+async fn ensure_svc(node: &Node, h: &Handle, t: &Target) -> Result<Option<Duration>, Error> {
+    let spec = crate::svc::SvcSpec {
+        group: t.def.service_group(t.function_id),
+        quotas: t.def.svc_quotas.clone(),
+        host_ip: t.net.host_ip(),
+    };
+    let began = Instant::now();
+    let started = node
+        .svc
+        .ensure(h.cid, &h.files, &spec)
+        .await
+        .map_err(|source| Error::Svc { cid: h.cid, source })?;
+    Ok(started.then(|| began.elapsed()))
 }
 
 async fn read_function(
@@ -310,7 +369,10 @@ async fn wait_ready(node: &Node, h: &Handle, a: &mut Actual, t: &Target) -> Acti
             let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
             let ready = a.started_at.map(|t| t.elapsed());
             let total = p.began.map(|t| t.elapsed());
-            node.metrics.started(&p, ready, total);
+            // Only starts this daemon made (an adopted process has no phases).
+            if p.began.is_some() && p.create.is_some() {
+                node.metrics.started(&p, ready, total);
+            }
             info!(
                 image_ms = ms(p.image),
                 network_ms = ms(p.network),

@@ -1,12 +1,14 @@
-//! Starting a container's process: the image (pulled if missing), a fresh
-//! container record with its spec and snapshot, and the task, its output
-//! appended to the container's log. A container or task left by an earlier
-//! attempt is removed first, so a start can be retried at any point.
+//! Starting a container's process on its image (ensured by the caller, at
+//! the same time as the network): a fresh container record with its spec
+//! and snapshot, and the task, its output appended to the container's log.
+//! A container or task left by an earlier attempt is removed first, so a
+//! start can be retried at any point.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bismuth_model::InvokeMode;
+use bismuth_containerd::ResolvedImage;
 use uuid::Uuid;
 
 use super::Error;
@@ -21,6 +23,7 @@ pub async fn start(
     cid: Uuid,
     t: &Target,
     token: &str,
+    image: &ResolvedImage,
     phases: &mut Phases,
 ) -> Result<u32, Error> {
     let cfg = &node.cfg;
@@ -28,17 +31,18 @@ pub async fn start(
     let id = cid.to_string();
     let fail = |reason: String| Error::Start { cid, reason };
     let began = Instant::now();
-    let image = node
-        .puller
-        .ensure(&node.rt.ctd, &t.def.image)
+    // A container left by an earlier attempt goes first.
+    let earlier = node
+        .rt
+        .container(&id)
         .await
-        .map_err(|e| fail(e.to_string()))?;
-    phases.image = Some(began.elapsed());
-    let began = Instant::now();
-    node.rt
-        .remove(&id, Duration::ZERO)
-        .await
-        .map_err(|e| fail(format!("removing the previous attempt: {e}")))?;
+        .map_err(|e| fail(format!("looking for an earlier attempt: {e}")))?;
+    if earlier.is_some() {
+        node.rt
+            .remove(&id, Duration::ZERO)
+            .await
+            .map_err(|e| fail(format!("removing the previous attempt: {e}")))?;
+    }
 
     let image_config = image.config.config.clone().unwrap_or_default();
     let mut env = image_config.env.clone().unwrap_or_default();
@@ -105,10 +109,12 @@ pub async fn start(
         (LABEL_FUNCTION.to_owned(), t.function_id.to_string()),
         (LABEL_SLOT.to_owned(), t.net.subnet.slot.to_string()),
     ]);
+    let checked = began.elapsed();
     node.rt
-        .create_container(&id, &image, &spec, labels)
+        .create_container(&id, image, &spec, labels)
         .await
         .map_err(|e| fail(e.to_string()))?;
+    let created = began.elapsed();
     let _ = std::fs::remove_file(files.runner_socket());
     let pid = node
         .rt
@@ -116,6 +122,12 @@ pub async fn start(
         .await
         .map_err(|e| fail(format!("starting the process: {e}")))?;
     phases.create = Some(began.elapsed());
+    tracing::debug!(
+        check_ms = checked.as_secs_f64() * 1e3,
+        container_ms = (created - checked).as_secs_f64() * 1e3,
+        task_ms = (began.elapsed() - created).as_secs_f64() * 1e3,
+        "created"
+    );
     files.log_line(&format!("started {} (pid {pid})", t.def.image));
     Ok(pid)
 }

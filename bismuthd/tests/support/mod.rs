@@ -402,6 +402,10 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.kill_daemon();
+        // BISMUTH_KEEP_LOG=PATH keeps the daemon's log (benchmarks, debugging).
+        if let Ok(keep) = std::env::var("BISMUTH_KEEP_LOG") {
+            let _ = std::fs::write(keep, self.daemon_log());
+        }
         if std::thread::panicking() {
             let log = self.daemon_log();
             let lines: Vec<&str> = log.lines().collect();
