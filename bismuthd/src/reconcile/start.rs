@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bismuth_model::InvokeMode;
 use bismuth_containerd::ResolvedImage;
+use bismuth_model::InvokeMode;
 use uuid::Uuid;
 
 use super::Error;
