@@ -1,9 +1,11 @@
 //! Benchmark: wrk straight to a backend versus through bismuthfe.
 //!
 //! Starts a real ZooKeeper (test kit), a minimal HTTP backend standing in
-//! for bismuthd on 127.0.0.2, and the release `bismuthfe` binary; then runs
-//! wrk with 1 and with 8 keep-alive connections against each and prints a
-//! Markdown table. Run it with `bench/bismuthfe.sh` (builds first).
+//! for bismuthd on 127.0.0.2, and the release `bismuthfe` binary twice
+//! (with request metrics, and with `--no-metrics`); then runs wrk with 1 and
+//! with 8 keep-alive connections against each and prints a Markdown table,
+//! and the cost of the metrics from interleaved rounds of the two.
+//! Run it with `bench/bismuthfe.sh` (builds first).
 
 #![allow(clippy::unwrap_used)]
 
@@ -65,62 +67,44 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(cid)
     })?;
 
-    let fe_port = free_port()?;
-    let exe = std::env::current_exe()?;
-    let fe_bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap()
-        .join("bismuthfe");
-    let mut fe = Command::new(&fe_bin)
-        .args([
-            "--zookeeper",
-            &zookeeper.connect_string(),
-            "--zookeeper-env",
-            "bench",
-        ])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{fe_port}"),
-            "--backend-port",
-            &backend_port.to_string(),
-        ])
-        .env("RUST_LOG", "warn")
-        .envs(
-            std::env::var("FE_WORKERS")
-                .ok()
-                .map(|w| ("TOKIO_WORKER_THREADS", w)),
-        )
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot run {}: {e} (build with --release first)",
-                fe_bin.display()
-            )
-        })?;
-    let fe_addr = SocketAddr::from(([127, 0, 0, 1], fe_port));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(fe_addr, "bench.test", "/") != Some(200) {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "bismuthfe did not route within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    let (mut fe, fe_port) = start_fe(&zookeeper, backend_port, &[])?;
+    let (mut bare, bare_port) = start_fe(&zookeeper, backend_port, &["--no-metrics"])?;
+    for port in [fe_port, bare_port] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while status(addr, "bench.test", "/") != Some(200) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "bismuthfe did not route within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     let idle_rss = bench::rss_kib(fe.id()).0;
 
     let direct = format!("http://{NODE}:{backend_port}/invoke/{cid}/");
     let through = format!("http://127.0.0.1:{fe_port}/");
+    let without = format!("http://127.0.0.1:{bare_port}/");
     let mut rows = Vec::new();
+    let mut costs = Vec::new();
     for (threads, conns) in [(1, 1), (2, 8)] {
         let d = wrk(&direct, "direct.test", threads, conns, seconds)?;
         let f = wrk(&through, "bench.test", threads, conns, seconds)?;
+        // Metrics on and off, interleaved, three rounds each.
+        let (mut on, mut off) = (0.0, 0.0);
+        for _ in 0..3 {
+            on += wrk(&through, "bench.test", threads, conns, seconds)?.rps;
+            off += wrk(&without, "bench.test", threads, conns, seconds)?.rps;
+        }
+        costs.push((conns, on / 3.0, off / 3.0));
         rows.push((conns, d, f));
     }
     let loaded_rss = bench::rss_kib(fe.id()).0;
-    let _ = fe.kill();
-    let _ = fe.wait();
+    let bare_rss = bench::rss_kib(bare.id()).0;
+    for p in [&mut fe, &mut bare] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
 
     println!("| connections | path | requests/s | p50 | p99 |");
     println!("|---|---|---|---|---|");
@@ -141,11 +125,64 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!();
+    println!("| connections | with metrics | --no-metrics | ratio |");
+    println!("|---|---|---|---|");
+    for (conns, on, off) in &costs {
+        println!(
+            "| {conns} | {on:.0} req/s | {off:.0} req/s | **{:.3}x** |",
+            on / off
+        );
+    }
+    println!();
     println!(
-        "bismuthfe resident memory: idle {} KiB, after load {} KiB",
-        idle_rss, loaded_rss
+        "bismuthfe resident memory: idle {} KiB, after load {} KiB (without metrics: {} KiB)",
+        idle_rss, loaded_rss, bare_rss
     );
     Ok(())
+}
+
+/// Starts the release bismuthfe with `extra` flags; the child and its port.
+fn start_fe(
+    zookeeper: &ZooKeeper,
+    backend_port: u16,
+    extra: &[&str],
+) -> anyhow::Result<(std::process::Child, u16)> {
+    let fe_port = free_port()?;
+    let exe = std::env::current_exe()?;
+    let fe_bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .join("bismuthfe");
+    let fe = Command::new(&fe_bin)
+        .args([
+            "--zookeeper",
+            &zookeeper.connect_string(),
+            "--zookeeper-env",
+            "bench",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{fe_port}"),
+            "--backend-port",
+            &backend_port.to_string(),
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .envs(
+            std::env::var("FE_WORKERS")
+                .ok()
+                .map(|w| ("TOKIO_WORKER_THREADS", w)),
+        )
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run {}: {e} (build with --release first)",
+                fe_bin.display()
+            )
+        })?;
+    Ok((fe, fe_port))
 }
 
 fn wrk(url: &str, host: &str, threads: u32, conns: u32, seconds: u64) -> anyhow::Result<WrkStats> {

@@ -30,6 +30,10 @@ pub struct Args {
     /// function refuses connections (their bismuthds restarting); 0 answers 502 at once
     #[arg(long, default_value_t = 5_000)]
     pub hold_refused_ms: u64,
+    /// Do not record request metrics (`/metrics` then has the process
+    /// metrics only); for measuring what recording costs
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 /// A validated configuration.
@@ -47,6 +51,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long a request is retried while every backend refuses.
     pub hold_refused: Duration,
+    /// Whether requests are recorded in the metrics.
+    pub request_metrics: bool,
 }
 
 impl Args {
@@ -68,6 +74,7 @@ impl Args {
             response_timeout: Duration::from_millis(self.response_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             hold_refused: Duration::from_millis(self.hold_refused_ms),
+            request_metrics: !self.no_metrics,
         })
     }
 }
@@ -82,6 +89,7 @@ impl Config {
             response_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             hold_refused: Duration::from_secs(5),
+            request_metrics: true,
         }
     }
 }

@@ -45,7 +45,7 @@ pub async fn run(
         )
         .instrument(tracing::info_span!("sync")),
     );
-    let metrics = Arc::new(metrics::FrontendMetrics::new());
+    let metrics = Arc::new(metrics::FrontendMetrics::new(config.request_metrics));
     let proxy = Arc::new(proxy::Proxy::new(table, ready_rx, &config, metrics));
     info!(addr = %listener.local_addr()?, "bismuthfe serving");
     let handler = move |req, peer| {

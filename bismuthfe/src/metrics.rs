@@ -15,6 +15,8 @@ use bismuth_model::FunctionId;
 /// Every metric bismuthfe exports.
 #[derive(Debug)]
 pub struct FrontendMetrics {
+    /// False with `--no-metrics`: nothing per request is recorded.
+    enabled: bool,
     metrics: Metrics,
     requests: Family<FunctionCode, Counter>,
     duration: HistogramFamily<FunctionLabel>,
@@ -24,13 +26,15 @@ pub struct FrontendMetrics {
 
 impl Default for FrontendMetrics {
     fn default() -> Self {
-        FrontendMetrics::new()
+        FrontendMetrics::new(true)
     }
 }
 
 impl FrontendMetrics {
-    pub fn new() -> FrontendMetrics {
+    /// The metrics; `enabled` false records nothing per request.
+    pub fn new(enabled: bool) -> FrontendMetrics {
         let m = FrontendMetrics {
+            enabled,
             metrics: Metrics::new(),
             requests: Family::default(),
             duration: histogram_family(),
@@ -63,19 +67,22 @@ impl FrontendMetrics {
     }
 
     /// A request for `function` begins; [`InFlight::done`] ends it.
-    pub fn begin(&self, function: FunctionId) -> InFlight<'_> {
+    pub fn begin(&self, function: FunctionId) -> Option<InFlight<'_>> {
+        if !self.enabled {
+            return None;
+        }
         let label = FunctionLabel {
             function: Id(function),
         };
         let gauge = self.in_flight.get_or_create(&label).clone();
         gauge.inc();
-        InFlight {
+        Some(InFlight {
             metrics: self,
             label,
             gauge,
             started: Instant::now(),
             code: 0,
-        }
+        })
     }
 
     /// A request is held; its wait is observed when the returned guard drops.

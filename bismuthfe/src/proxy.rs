@@ -159,7 +159,9 @@ impl Proxy {
                 traceparent,
             )
             .await;
-        in_flight.done(response.status().as_u16());
+        if let Some(f) = in_flight {
+            f.done(response.status().as_u16());
+        }
         response
     }
 
