@@ -355,10 +355,10 @@ async fn read_function(
 
 /// Probes readiness for a short while in place; Running when it serves,
 /// else the key comes back shortly.
+/// An adopted process (state still Invalid here, Running in ZooKeeper) is
+/// probed before anything is reported, so a bismuthd restart never flips a
+/// serving container to Starting.
 async fn wait_ready(node: &Node, h: &Handle, a: &mut Actual, t: &Target) -> Action {
-    if h.state() == ContainerState::Invalid {
-        node.set_state(h, ContainerState::Starting);
-    }
     let until = Instant::now() + PROBE_INLINE;
     loop {
         if ready(t).await {
@@ -388,6 +388,9 @@ async fn wait_ready(node: &Node, h: &Handle, a: &mut Actual, t: &Target) -> Acti
             break;
         }
         tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+    if h.state() == ContainerState::Invalid {
+        node.set_state(h, ContainerState::Starting);
     }
     if !a.waiting_logged && a.started_at.is_some_and(|t| t.elapsed() > SLOW_START) {
         h.files.log_line("still waiting for the function to listen");
