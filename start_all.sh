@@ -172,6 +172,10 @@ start_daemon bismuthfe 8000 --listen 0.0.0.0:8000
 
 step "start Prometheus on 127.0.0.1:$PROM_PORT (scrapes every daemon; rules: deploy/prometheus/rules.yml)"
 if curl -sf "localhost:$PROM_PORT/-/ready" >/dev/null 2>&1; then
+  if ! curl -sf "localhost:$PROM_PORT/api/v1/status/config" | grep -q bismuthd; then
+    echo "error: another Prometheus answers on port $PROM_PORT; stop it or set BISMUTH_PROMETHEUS_PORT" >&2
+    exit 1
+  fi
   echo "    already running"
 else
   mkdir -p "$STATE/prometheus"

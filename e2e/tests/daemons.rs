@@ -95,14 +95,13 @@ async fn a_64_mb_line_leaves_bismuthd_and_the_api_small() {
         }))
         .await;
     sys.wait_status(fid, "Running", RUNNING).await;
-    let r = http::request(
-        Method::POST,
-        &sys.fe_url(&format!("/invoke/{fid}")),
-        &[],
-        "",
-    )
-    .await
-    .unwrap();
+    // Once bismuthfe has seen it Running too.
+    let url = sys.fe_url(&format!("/invoke/{fid}"));
+    let r = eventually("the function to answer", RUNNING, || async {
+        let r = http::request(Method::POST, &url, &[], "").await.ok()?;
+        (r.status != 503).then_some(r)
+    })
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "written\n");
 
