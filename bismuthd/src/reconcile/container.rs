@@ -181,9 +181,7 @@ async fn prepare(
 ) -> Result<(Arc<Target>, String), Error> {
     let cfg = &node.cfg;
     let cid = h.cid;
-    if a.function.is_none() {
-        a.function = Some(read_function(node, cid).await?);
-    }
+    // Read by `converge` before this runs.
     let (function_id, def) = a.function.clone().ok_or(Error::NotSynced)?;
     if !h.files.exist() {
         h.files.create_dirs().map_err(|source| Error::Files {
