@@ -34,6 +34,10 @@ pub struct Args {
     /// Cluster key file for secrets (as given to svcprovider)
     #[arg(long, env = "BISMUTH_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
+    /// Export a span per request over OTLP/HTTP to this collector
+    /// (e.g. http://127.0.0.1:4318)
+    #[arg(long, env = "BISMUTH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<bismuth_daemon::otel::Endpoint>,
 }
 
 /// A validated configuration.
@@ -51,6 +55,8 @@ pub struct Config {
     pub svc_store: String,
     /// Cluster key file for secrets.
     pub secret_key_file: Option<PathBuf>,
+    /// Where spans are exported, if anywhere.
+    pub otlp_endpoint: Option<bismuth_daemon::otel::Endpoint>,
 }
 
 impl Args {
@@ -78,6 +84,7 @@ impl Args {
             redeploy_timeout: Duration::from_millis(self.redeploy_timeout_ms),
             svc_store: self.svc_store.clone(),
             secret_key_file: self.secret_key_file.clone(),
+            otlp_endpoint: self.otlp_endpoint.clone(),
         })
     }
 }
@@ -92,6 +99,7 @@ impl Config {
             redeploy_timeout: Duration::from_secs(120),
             svc_store: "sqlite:/var/lib/bismuth/svc".into(),
             secret_key_file: None,
+            otlp_endpoint: None,
         }
     }
 }

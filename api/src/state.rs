@@ -1,6 +1,7 @@
 //! What every handler shares: the configuration, the ZooKeeper handle (set
 //! once the background connect succeeds) and an HTTP client for bismuthds.
 
+use bismuth_daemon::otel::Tracer;
 use std::sync::{Arc, OnceLock};
 
 use bismuth_zk::Zk;
@@ -30,11 +31,18 @@ struct Inner {
     /// was away then) and shared by every secret write.
     secrets: tokio::sync::OnceCell<SecretWriter>,
     metrics: crate::metrics::ApiMetrics,
+    /// Set with `--otlp-endpoint`: a span per routed request.
+    tracer: Option<Tracer>,
 }
 
 impl AppState {
-    /// State with no ZooKeeper connection yet.
+    /// State with no ZooKeeper connection yet; call within the runtime.
     pub fn new(config: Config) -> Self {
+        let tracer = config.otlp_endpoint.as_ref().and_then(|e| {
+            Tracer::new("bismuth-api", e)
+                .map_err(|e| tracing::error!(error = %e, "spans are not exported"))
+                .ok()
+        });
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
         let http = Client::builder(TokioExecutor::new()).build(connector);
@@ -45,6 +53,7 @@ impl AppState {
                 http,
                 secrets: tokio::sync::OnceCell::new(),
                 metrics: crate::metrics::ApiMetrics::new(),
+                tracer,
             }),
         }
     }
@@ -86,6 +95,11 @@ impl AppState {
                     .map_err(|e| ApiError::Unavailable(format!("secret store: {e}")))
             })
             .await
+    }
+
+    /// The span exporter, with `--otlp-endpoint`.
+    pub fn tracer(&self) -> Option<&Tracer> {
+        self.inner.tracer.as_ref()
     }
 
     /// The api's metrics.

@@ -106,6 +106,10 @@ pub struct Args {
     /// Most containers reconciled at once
     #[arg(long, default_value_t = 32)]
     pub reconcile_concurrency: usize,
+    /// Export spans (each invocation, each container start) over OTLP/HTTP
+    /// to this collector (e.g. http://127.0.0.1:4318)
+    #[arg(long, env = "BISMUTH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<bismuth_daemon::otel::Endpoint>,
     /// Remove every container this daemon runs (with its network,
     /// svcprovider and files) and its firewall table, then exit; bismuthd
     /// itself must be stopped. ZooKeeper is left as it is
@@ -140,6 +144,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub resync: Duration,
     pub reconcile_concurrency: usize,
+    pub otlp_endpoint: Option<bismuth_daemon::otel::Endpoint>,
 }
 
 impl Args {
@@ -269,6 +274,7 @@ impl Args {
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             resync: Duration::from_millis(self.resync_ms),
             reconcile_concurrency: self.reconcile_concurrency,
+            otlp_endpoint: self.otlp_endpoint.clone(),
         })
     }
 }

@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bismuth_daemon::headers::{CONTAINER_ID, TRACEPARENT};
-use bismuth_daemon::trace;
+use bismuth_daemon::{otel, trace};
 use bismuth_model::{ContainerState, InvokeMode};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use opentelemetry::KeyValue;
 
 use crate::node::Node;
 use crate::respond::{error, full, json, Body};
@@ -157,8 +158,18 @@ impl Server {
         };
         let arrived = (std::time::SystemTime::now(), std::time::Instant::now());
         let mut req = req;
-        let traceparent =
-            trace::next_traceparent(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+        let (mut span, traceparent) = otel::hop(
+            self.node.tracer.as_ref(),
+            "bismuthd invoke",
+            req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()),
+            || {
+                vec![
+                    KeyValue::new("bismuth.function_id", target.function_id.to_string()),
+                    KeyValue::new("bismuth.container_id", cid.to_string()),
+                    KeyValue::new("http.request.method", req.method().to_string()),
+                ]
+            },
+        );
         // The function sees this hop's traceparent (a header for a Server,
         // TRACEPARENT in its environment for an Executable).
         if let Ok(v) = HeaderValue::from_str(&traceparent) {
@@ -174,6 +185,10 @@ impl Server {
             }
         };
         let status = resp.status().as_u16();
+        if let Some(span) = span.as_mut() {
+            span.status(status);
+            span.set(KeyValue::new("bismuth.cold", cold));
+        }
         self.node.metrics.invoked(target.function_id, status);
         self.node.calls.record(
             target.function_id,

@@ -147,6 +147,9 @@ pub async fn run(
     .await;
     tasks.cancel();
     let _ = controller.await;
+    if let Some(t) = &node.tracer {
+        t.shutdown().await;
+    }
     if node.all().is_empty() {
         node.firewall.remove().await;
     }
@@ -175,6 +178,10 @@ pub async fn clean_up(cfg: Config) -> anyhow::Result<Report> {
         .await
         .context("cannot connect to ZooKeeper")?;
     let puller = Puller::new(cfg.registry.clone())?;
+    let cfg = Config {
+        otlp_endpoint: None,
+        ..cfg
+    };
     let node = Node::new(cfg, zk, runtime::Runtime { ctd }, puller);
     node.set_desired(HashSet::new());
     let mut report = Report {

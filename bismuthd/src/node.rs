@@ -121,6 +121,8 @@ pub struct Node {
     pub ctl: Controller<Key>,
     pub metrics: crate::metrics::NodeMetrics,
     pub calls: crate::calls::CallLog,
+    /// Set with `--otlp-endpoint`: spans of invocations and container starts.
+    pub tracer: Option<bismuth_daemon::otel::Tracer>,
     desired: Mutex<Desired>,
     containers: Mutex<HashMap<Uuid, Arc<Handle>>>,
 }
@@ -135,6 +137,11 @@ impl Node {
         let firewall = crate::firewall::Firewall::new(&cfg.instance, cfg.egress, cfg.pool.cidr());
         let ctl = Controller::new("bismuthd");
         let svc = crate::svc::Supervisor::new(cfg.svc.clone(), ctl.clone());
+        let tracer = cfg.otlp_endpoint.as_ref().and_then(|e| {
+            bismuth_daemon::otel::Tracer::new("bismuthd", e)
+                .map_err(|e| tracing::error!(error = %e, "spans are not exported"))
+                .ok()
+        });
         Arc::new(Node {
             firewall,
             svc,
@@ -146,6 +153,7 @@ impl Node {
             ctl,
             metrics: crate::metrics::NodeMetrics::new(),
             calls: crate::calls::CallLog::default(),
+            tracer,
             desired: Mutex::default(),
             containers: Mutex::default(),
         })

@@ -1,10 +1,12 @@
 //! Benchmark: wrk straight to a backend versus through bismuthfe.
 //!
 //! Starts a real ZooKeeper (test kit), a minimal HTTP backend standing in
-//! for bismuthd on 127.0.0.2, and the release `bismuthfe` binary twice
-//! (with request metrics, and with `--no-metrics`); then runs wrk with 1 and
-//! with 8 keep-alive connections against each and prints a Markdown table,
-//! and the cost of the metrics from interleaved rounds of the two.
+//! for bismuthd on 127.0.0.2, and the release `bismuthfe` binary three
+//! times (as deployed, with `--no-metrics`, and with `--otlp-endpoint` to an
+//! in-process OTLP receiver); then runs wrk with 1 and with 8 keep-alive
+//! connections against each and prints Markdown tables: bismuthfe against a
+//! direct call, and the cost of metrics and of span export from interleaved
+//! rounds (`BENCH_ROUNDS`, default 5; the order rotates every round).
 //! Run it with `bench/bismuthfe.sh` (builds first).
 
 #![allow(clippy::unwrap_used)]
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bismuth_model::{paths, ContainerState, FunctionDefinition, InvokeMode, Route};
 use bismuth_testkit::bench::{self, WrkStats};
-use bismuth_testkit::{free_port, ZooKeeper};
+use bismuth_testkit::{free_port, OtlpReceiver, ZooKeeper};
 use bismuth_zk::store::{backends, functions, nodes};
 use bismuth_zk::{Zk, ZkConfig};
 use bytes::Bytes;
@@ -69,7 +71,15 @@ fn main() -> anyhow::Result<()> {
 
     let (mut fe, fe_port) = start_fe(&zookeeper, backend_port, &[])?;
     let (mut bare, bare_port) = start_fe(&zookeeper, backend_port, &["--no-metrics"])?;
-    for port in [fe_port, bare_port] {
+    let otlp_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let receiver = otlp_rt.block_on(OtlpReceiver::start())?;
+    let endpoint = receiver.endpoint();
+    std::thread::spawn(move || otlp_rt.block_on(std::future::pending::<()>()));
+    let (mut traced, traced_port) =
+        start_fe(&zookeeper, backend_port, &["--otlp-endpoint", &endpoint])?;
+    for port in [fe_port, bare_port, traced_port] {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(30);
         while status(addr, "bench.test", "/") != Some(200) {
@@ -85,23 +95,33 @@ fn main() -> anyhow::Result<()> {
     let direct = format!("http://{NODE}:{backend_port}/invoke/{cid}/");
     let through = format!("http://127.0.0.1:{fe_port}/");
     let without = format!("http://127.0.0.1:{bare_port}/");
+    let exporting = format!("http://127.0.0.1:{traced_port}/");
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let mut rows = Vec::new();
     let mut costs = Vec::new();
     for (threads, conns) in [(1, 1), (2, 8)] {
         let d = wrk(&direct, "direct.test", threads, conns, seconds)?;
         let f = wrk(&through, "bench.test", threads, conns, seconds)?;
-        // Metrics on and off, interleaved, three rounds each.
-        let (mut on, mut off) = (0.0, 0.0);
-        for _ in 0..3 {
-            on += wrk(&through, "bench.test", threads, conns, seconds)?.rps;
-            off += wrk(&without, "bench.test", threads, conns, seconds)?.rps;
+        // As deployed, --no-metrics and exporting spans, interleaved; the
+        // order rotates so none always runs first.
+        let urls = [&through, &without, &exporting];
+        let mut rps = [vec![], vec![], vec![]];
+        for round in 0..rounds {
+            for k in 0..3 {
+                let i = (round + k) % 3;
+                rps[i].push(wrk(urls[i], "bench.test", threads, conns, seconds)?.rps);
+            }
         }
-        costs.push((conns, on / 3.0, off / 3.0));
+        costs.push((conns, rps));
         rows.push((conns, d, f));
     }
     let loaded_rss = bench::rss_kib(fe.id()).0;
     let bare_rss = bench::rss_kib(bare.id()).0;
-    for p in [&mut fe, &mut bare] {
+    let traced_rss = bench::rss_kib(traced.id()).0;
+    for p in [&mut fe, &mut bare, &mut traced] {
         let _ = p.kill();
         let _ = p.wait();
     }
@@ -125,18 +145,33 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!();
-    println!("| connections | with metrics | --no-metrics | ratio |");
-    println!("|---|---|---|---|");
-    for (conns, on, off) in &costs {
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let median_ratio = |a: &[f64], b: &[f64]| {
+        let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    println!("{rounds} interleaved rounds of {seconds} s each; ratios against --no-metrics (mean of rounds, and the median of per-round ratios):");
+    println!();
+    println!("| connections | --no-metrics | with metrics | ratio | median | + OTLP export | ratio | median |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (conns, [on, off, otlp]) in &costs {
         println!(
-            "| {conns} | {on:.0} req/s | {off:.0} req/s | **{:.3}x** |",
-            on / off
+            "| {conns} | {:.0} req/s | {:.0} req/s | **{:.3}x** | {:.3}x | {:.0} req/s | **{:.3}x** | {:.3}x |",
+            mean(off),
+            mean(on),
+            mean(on) / mean(off),
+            median_ratio(on, off),
+            mean(otlp),
+            mean(otlp) / mean(off),
+            median_ratio(otlp, off),
         );
     }
     println!();
     println!(
-        "bismuthfe resident memory: idle {} KiB, after load {} KiB (without metrics: {} KiB)",
-        idle_rss, loaded_rss, bare_rss
+        "bismuthfe resident memory: idle {idle_rss} KiB, after load {loaded_rss} KiB \
+         (--no-metrics: {bare_rss} KiB, exporting spans: {traced_rss} KiB); spans received: {}",
+        receiver.count()
     );
     Ok(())
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bismuth_daemon::otel::Endpoint;
 use bismuth_zk::{ZkArgs, ZkConfig};
 
 /// Route HTTP invocations to functions' Running backends.
@@ -34,6 +35,10 @@ pub struct Args {
     /// metrics only); for measuring what recording costs
     #[arg(long)]
     pub no_metrics: bool,
+    /// Export a span per request over OTLP/HTTP to this collector
+    /// (e.g. http://127.0.0.1:4318)
+    #[arg(long, env = "BISMUTH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<Endpoint>,
 }
 
 /// A validated configuration.
@@ -53,6 +58,8 @@ pub struct Config {
     pub hold_refused: Duration,
     /// Whether requests are recorded in the metrics.
     pub request_metrics: bool,
+    /// Where spans are exported, if anywhere.
+    pub otlp_endpoint: Option<Endpoint>,
 }
 
 impl Args {
@@ -75,6 +82,7 @@ impl Args {
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             hold_refused: Duration::from_millis(self.hold_refused_ms),
             request_metrics: !self.no_metrics,
+            otlp_endpoint: self.otlp_endpoint.clone(),
         })
     }
 }
@@ -90,6 +98,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             hold_refused: Duration::from_secs(5),
             request_metrics: true,
+            otlp_endpoint: None,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod table;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bismuth_daemon::otel::Tracer;
 use bismuth_zk::Zk;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +47,18 @@ pub async fn run(
         .instrument(tracing::info_span!("sync")),
     );
     let metrics = Arc::new(metrics::FrontendMetrics::new(config.request_metrics));
-    let proxy = Arc::new(proxy::Proxy::new(table, ready_rx, &config, metrics));
+    let tracer = config
+        .otlp_endpoint
+        .as_ref()
+        .map(|e| Tracer::new("bismuthfe", e))
+        .transpose()?;
+    let proxy = Arc::new(proxy::Proxy::new(
+        table,
+        ready_rx,
+        &config,
+        metrics,
+        tracer.clone(),
+    ));
     info!(addr = %listener.local_addr()?, "bismuthfe serving");
     let handler = move |req, peer| {
         let proxy = Arc::clone(&proxy);
@@ -54,6 +66,9 @@ pub async fn run(
     };
     bismuth_daemon::http::serve(listener, handler, shutdown, config.shutdown_grace).await;
     sync_task.abort();
+    if let Some(t) = tracer {
+        t.shutdown().await;
+    }
     Ok(())
 }
 

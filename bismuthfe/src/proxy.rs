@@ -25,7 +25,8 @@ use crate::body::{BodySlot, Handoff};
 use crate::ring;
 use crate::table::{RoutingTable, Target};
 use bismuth_daemon::headers::{self, CONTAINER_ID, TRACEPARENT};
-use bismuth_daemon::trace;
+use bismuth_daemon::otel::{self, Tracer};
+use opentelemetry::KeyValue;
 
 /// The body of a response: streamed from a backend, or a short error.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
@@ -44,6 +45,7 @@ pub struct Proxy {
     refused_hold: Duration,
     refused_backoff: Backoff,
     metrics: Arc<FrontendMetrics>,
+    tracer: Option<Tracer>,
 }
 
 impl Proxy {
@@ -53,6 +55,7 @@ impl Proxy {
         ready: watch::Receiver<bool>,
         cfg: &crate::config::Config,
         metrics: Arc<FrontendMetrics>,
+        tracer: Option<Tracer>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -70,6 +73,7 @@ impl Proxy {
             refused_hold: cfg.hold_refused,
             refused_backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(500)),
             metrics,
+            tracer,
         }
     }
 
@@ -133,11 +137,19 @@ impl Proxy {
             .map(|q| format!("?{q}"))
             .unwrap_or_default();
 
-        let traceparent = trace::next_traceparent(
+        let (mut span, traceparent) = otel::hop(
+            self.tracer.as_ref(),
+            "bismuthfe invoke",
             parts
                 .headers
                 .get(&TRACEPARENT)
                 .and_then(|v| v.to_str().ok()),
+            || {
+                vec![
+                    KeyValue::new("bismuth.function_id", function.to_string()),
+                    KeyValue::new("http.request.method", parts.method.to_string()),
+                ]
+            },
         );
         let traceparent =
             HeaderValue::from_str(&traceparent).unwrap_or(HeaderValue::from_static(""));
@@ -161,6 +173,13 @@ impl Proxy {
             .await;
         if let Some(f) = in_flight {
             f.done(response.status().as_u16());
+        }
+        if let Some(span) = span.as_mut() {
+            span.status(response.status().as_u16());
+            if let Some(c) = response.headers().get(&CONTAINER_ID) {
+                let c = String::from_utf8_lossy(c.as_bytes()).into_owned();
+                span.set(KeyValue::new("bismuth.container_id", c));
+            }
         }
         response
     }

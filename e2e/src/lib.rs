@@ -61,6 +61,8 @@ pub struct System {
     pub bismuthd_port: u16,
     pub api_port: u16,
     pub fe_port: u16,
+    /// Every daemon's `--otlp-endpoint`, if spans are exported.
+    otlp_endpoint: Option<String>,
     daemons: Vec<Daemon>,
 }
 
@@ -73,6 +75,18 @@ impl System {
 
     /// [`start`](Self::start) with extra flags for bismuthd.
     pub async fn start_with(bismuthd_args: &[&str]) -> anyhow::Result<System> {
+        System::start_full(bismuthd_args, None).await
+    }
+
+    /// [`start`](Self::start) with every daemon exporting spans to `endpoint`.
+    pub async fn start_exporting_to(endpoint: &str) -> anyhow::Result<System> {
+        System::start_full(&[], Some(endpoint.to_owned())).await
+    }
+
+    async fn start_full(
+        bismuthd_args: &[&str],
+        otlp_endpoint: Option<String>,
+    ) -> anyhow::Result<System> {
         let bin = binaries()?;
         let zookeeper = ZooKeeper::start()?;
         let containerd = Containerd::start()?;
@@ -84,6 +98,7 @@ impl System {
             bismuthd_port: free_port()?,
             api_port: free_port()?,
             fe_port: free_port()?,
+            otlp_endpoint,
             daemons: Vec::new(),
         };
         let s = &mut system;
@@ -208,6 +223,11 @@ impl System {
             .append(true)
             .open(&log)?;
         let mut cmd = Command::new(binaries()?.join(name));
+        if let Some(endpoint) = &self.otlp_endpoint {
+            // Batches every 200 ms rather than 5 s: tests wait for them.
+            cmd.env("BISMUTH_OTLP_ENDPOINT", endpoint)
+                .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+        }
         cmd.args(&args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

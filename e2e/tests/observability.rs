@@ -2,14 +2,16 @@
 //! `promtool check metrics`) moves with invocations, a cold start fills
 //! every phase, `/calls` returns the records with the client's trace id
 //! (which also reaches the function), and a real Prometheus scraping the
-//! stack answers a PromQL query for the function's request rate.
+//! stack answers a PromQL query for the function's request rate; with
+//! `--otlp-endpoint`, one request is one trace across bismuthfe, bismuthd and
+//! the function, as an OTLP receiver gets it.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use ::http::Method;
 use bismuth_e2e::{System, NODE};
-use bismuth_testkit::{eventually, http, images, Prometheus};
+use bismuth_testkit::{eventually, http, images, OtlpReceiver, Prometheus, ReceivedSpan};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -247,4 +249,83 @@ async fn prometheus_scrapes_the_stack() {
         (!r.as_array()?.is_empty()).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn one_request_is_one_trace_across_the_daemons() {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let sys = System::start_exporting_to(&otlp.endpoint()).await.unwrap();
+    let fid = sys.create(&echo_traceparent()).await;
+    let cid = sys.wait_status(fid, "Running", RUNNING).await;
+    let url = sys.fe_url(&format!("/invoke/{fid}"));
+    eventually("bismuthfe to route to the function", RUNNING, || async {
+        let r = http::request(Method::POST, &url, &[], "").await.ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+
+    let trace = Uuid::new_v4().simple().to_string();
+    let client_span = "00f067aa0ba902b7";
+    let parent = format!("00-{trace}-{client_span}-01");
+    let r = http::request(Method::POST, &url, &[("traceparent", parent.as_str())], "")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // What the function saw: 00-<trace>-<its parent span>-01.
+    let seen = r.text().trim().to_owned();
+    let function_parent = seen.split('-').nth(2).unwrap_or_default().to_owned();
+
+    let by = |spans: &[ReceivedSpan], service: &str| {
+        spans.iter().find(|s| s.service == service).cloned()
+    };
+    let (fe, bd) = eventually("both hops' spans to arrive", RUNNING, || async {
+        let spans = otlp.trace(&trace);
+        Some((by(&spans, "bismuthfe")?, by(&spans, "bismuthd")?))
+    })
+    .await;
+    // bismuthfe's span continues the client's; bismuthd's continues
+    // bismuthfe's; the function's parent is bismuthd's span.
+    assert_eq!(fe.name, "bismuthfe invoke");
+    assert_eq!(fe.parent_span_id, client_span);
+    assert_eq!(bd.name, "bismuthd invoke");
+    assert_eq!(bd.parent_span_id, fe.span_id, "{bd:?}\n{fe:?}");
+    assert_eq!(function_parent, bd.span_id, "the function saw {seen}");
+    assert!(seen.starts_with(&format!("00-{trace}-")), "{seen}");
+    for span in [&fe, &bd] {
+        assert_eq!(span.attributes["bismuth.function_id"], fid.to_string());
+        assert_eq!(span.attributes["bismuth.container_id"], cid.to_string());
+        assert_eq!(span.attributes["http.response.status_code"], "200");
+        assert!(!span.error);
+    }
+    assert_eq!(bd.attributes["bismuth.cold"], "false");
+    // The response carries bismuthfe's span to the client.
+    assert!(
+        r.header("traceparent").contains(&fe.span_id),
+        "{}",
+        r.header("traceparent")
+    );
+
+    // The container's start is a span of its own, with its phases.
+    let spans = otlp.spans();
+    let start = spans
+        .iter()
+        .find(|s| {
+            s.name == "container start"
+                && s.attributes.get("bismuth.container_id") == Some(&cid.to_string())
+        })
+        .unwrap_or_else(|| panic!("no start span in {spans:?}"));
+    for phase in ["image", "network", "svcprovider", "create", "ready"] {
+        assert!(
+            start
+                .attributes
+                .contains_key(&format!("bismuth.start.{phase}_ms")),
+            "{start:?}"
+        );
+    }
+    // The api's requests are spans too, named by route.
+    assert!(
+        spans.iter().any(|s| s.service == "bismuth-api"
+            && s.attributes.get("http.route").map(String::as_str) == Some("/function")),
+        "{spans:?}"
+    );
 }

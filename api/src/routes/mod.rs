@@ -13,6 +13,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -59,15 +61,33 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Counts every routed request by its route template and status code.
+/// Counts every routed request by its route template and status code, and
+/// with `--otlp-endpoint` exports a span for it.
 async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_owned());
+    let mut span = state.tracer().map(|t| {
+        let incoming = req
+            .headers()
+            .get(bismuth_daemon::headers::TRACEPARENT)
+            .and_then(|v| v.to_str().ok());
+        let route = route.clone().unwrap_or_default();
+        let attributes = vec![
+            KeyValue::new("http.request.method", req.method().to_string()),
+            KeyValue::new("http.route", route),
+        ];
+        t.hop("api request", SpanKind::Server, incoming, attributes)
+            .0
+    });
     let resp = next.run(req).await;
+    let code = resp.status().as_u16();
+    if let Some(span) = span.as_mut() {
+        span.status(code);
+    }
     if let Some(route) = route {
-        state.metrics().request(&route, resp.status().as_u16());
+        state.metrics().request(&route, code);
     }
     resp
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::start::{describe_exit, hostname, start};
 use super::Error;
 use crate::net::{Net, NetState};
-use crate::node::{Actual, Handle, Node, Target};
+use crate::node::{Actual, Handle, Node, Phases, Target};
 use crate::runtime::{TaskState, LABEL_SLOT};
 
 /// A container that ran this long before failing starts over at the first backoff step.
@@ -370,6 +370,9 @@ async fn wait_ready(node: &Node, h: &Handle, a: &mut Actual, t: &Target) -> Acti
             // Only starts this daemon made (an adopted process has no phases).
             if p.began.is_some() && p.create.is_some() {
                 node.metrics.started(&p, ready, total);
+                if let (Some(tracer), Some(total)) = (&node.tracer, total) {
+                    start_span(tracer, h.cid, t, &p, ready, total);
+                }
             }
             info!(
                 image_ms = ms(p.image),
@@ -395,6 +398,40 @@ async fn wait_ready(node: &Node, h: &Handle, a: &mut Actual, t: &Target) -> Acti
         a.waiting_logged = true;
     }
     Action::requeue(PROBE_INTERVAL * 5)
+}
+
+/// Exports a finished start as one span, its phases as attributes (they
+/// overlap: the image and the network are prepared at once).
+fn start_span(
+    tracer: &bismuth_daemon::otel::Tracer,
+    cid: Uuid,
+    t: &Target,
+    p: &Phases,
+    ready: Option<Duration>,
+    total: Duration,
+) {
+    use opentelemetry::KeyValue;
+    let end = std::time::SystemTime::now();
+    let mut attributes = vec![
+        KeyValue::new("bismuth.container_id", cid.to_string()),
+        KeyValue::new("bismuth.function_id", t.function_id.to_string()),
+    ];
+    let phases = [
+        ("image", p.image),
+        ("network", p.network),
+        ("svcprovider", p.svcprovider),
+        ("create", p.create),
+        ("ready", ready),
+    ];
+    for (phase, d) in phases {
+        if let Some(d) = d {
+            attributes.push(KeyValue::new(
+                format!("bismuth.start.{phase}_ms"),
+                d.as_secs_f64() * 1000.0,
+            ));
+        }
+    }
+    tracer.record("container start", end - total, end, attributes);
 }
 
 /// Whether the function serves: a Server's port accepts, an Executable's runner listens.

@@ -2,12 +2,14 @@
 //! by `RUST_LOG` (default `info`), and a [`CancellationToken`] cancelled on
 //! SIGTERM or SIGINT, which the daemon's `run` treats as "drain and stop";
 //! [`http::serve`], the accept loop with graceful draining; and the proxy
-//! header rules ([`headers`], [`trace`]) bismuthfe and bismuthd share.
+//! header rules ([`headers`], [`trace`]) bismuthfe and bismuthd share; span
+//! export ([`otel`]).
 
 pub mod headers;
 pub mod http;
 pub mod invoke;
 pub mod lines;
+pub mod otel;
 pub mod trace;
 
 use tokio::signal::unix::{signal, SignalKind};

@@ -7,6 +7,7 @@
 //!   [`images`], test images built from Debian packages (no registry).
 //! - [`Registry`]: an OCI registry (`docker-registry`) fed by `skopeo`.
 //! - [`Prometheus`]: a real Prometheus scraping given targets.
+//! - [`OtlpReceiver`]: an in-process OTLP/HTTP trace receiver.
 //! - [`assert_eventually!`]: poll a condition instead of sleeping.
 //! - [`free_port`]: an unused loopback port; [`container_net`]: a test's own
 //!   slice of container addresses.
@@ -20,6 +21,7 @@ mod containerd;
 mod eventually;
 pub mod http;
 pub mod images;
+mod otlp;
 mod postgres;
 mod process;
 mod prometheus;
@@ -28,6 +30,7 @@ mod zookeeper;
 
 pub use containerd::Containerd;
 pub use eventually::eventually;
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::Postgres;
 pub use process::{
     container_net, die_with_parent, free_port, kill_processes_mentioning, processes_mentioning,
