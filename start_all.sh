@@ -8,6 +8,9 @@
 #   ./start_all.sh          start (or check) everything, Prometheus included
 #   ./start_all.sh stop     stop what this script started
 #
+# The daemons read BISMUTH_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318) from the
+# environment: set it to export their spans to an OpenTelemetry collector.
+#
 # Each step prints its name; on failure it says which step and where its log is.
 set -euo pipefail
 cd "$(dirname "$0")"
