@@ -28,6 +28,9 @@ use bismuth_testkit::{Containerd, ZooKeeper};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub mod fleet;
+pub use fleet::Fleet;
+
 /// The node every test's bismuthd serves as.
 pub const NODE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 /// containerd namespace bismuthd uses.
@@ -51,16 +54,122 @@ struct Daemon {
     port: u16,
 }
 
+/// Where the api and bismuthfe listen (on 127.0.0.1), with the calls tests
+/// make to them; shared by [`System`] and [`Fleet`].
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoints {
+    pub api_port: u16,
+    pub fe_port: u16,
+}
+
+impl Endpoints {
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_port)
+    }
+
+    pub fn fe_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.fe_port)
+    }
+
+    /// Calls the api.
+    pub async fn api(&self, method: Method, path: &str, body: &str) -> Reply {
+        http::request(method, &self.api_url(path), &[], body.to_owned())
+            .await
+            .unwrap_or_else(|e| panic!("api call failed: {e:#}"))
+    }
+
+    /// `POST /function`; the new function's id.
+    pub async fn create(&self, definition: &Value) -> Uuid {
+        let reply = self
+            .api(Method::POST, "/function", &definition.to_string())
+            .await;
+        assert_eq!(reply.status, 200, "create: {}", reply.text());
+        reply.json()["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("create answered {}", reply.text()))
+    }
+
+    /// `GET /function/{id}`.
+    pub async fn function(&self, id: Uuid) -> Value {
+        let reply = self.api(Method::GET, &format!("/function/{id}"), "").await;
+        assert_eq!(reply.status, 200, "get {id}: {}", reply.text());
+        reply.json()
+    }
+
+    /// The function's backends as (container id, status).
+    pub async fn backends(&self, id: Uuid) -> Vec<(Uuid, String)> {
+        let f = self.function(id).await;
+        f["backends"]
+            .as_array()
+            .map(|b| {
+                b.iter()
+                    .filter_map(|b| {
+                        Some((
+                            b["backend"]["container_id"].as_str()?.parse().ok()?,
+                            b["status"].as_str()?.to_owned(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until some backend of the function has `status`; its container id.
+    pub async fn wait_status(&self, id: Uuid, status: &str, timeout: Duration) -> Uuid {
+        eventually(
+            &format!("a backend of {id} to be {status}"),
+            timeout,
+            || async move {
+                self.backends(id)
+                    .await
+                    .into_iter()
+                    .find(|(_, s)| s == status)
+                    .map(|(c, _)| c)
+            },
+        )
+        .await
+    }
+
+    /// Waits until `n` nodes are alive in the api's view.
+    pub async fn eventually_alive(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let url = self.api_url("/node");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(r) = http::get(&url).await {
+                let alive = r
+                    .json()
+                    .as_array()
+                    .map_or(0, |a| a.iter().filter(|n| n["alive"] == true).count());
+                if alive >= n {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("{n} nodes were not alive within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl std::ops::Deref for System {
+    type Target = Endpoints;
+    fn deref(&self) -> &Endpoints {
+        &self.endpoints
+    }
+}
+
 /// A running Bismuth: ZooKeeper, containerd, bismuthd, api, bismuthfe.
 #[derive(Debug)]
 pub struct System {
     pub zookeeper: ZooKeeper,
     pub containerd: Containerd,
     pub dir: tempfile::TempDir,
-    /// bismuthd, api and bismuthfe ports on 127.0.0.1.
+    /// bismuthd's port on the node; the api's and bismuthfe's (on 127.0.0.1)
+    /// with the calls tests make, through `Deref`.
     pub bismuthd_port: u16,
-    pub api_port: u16,
-    pub fe_port: u16,
+    pub endpoints: Endpoints,
     /// Every daemon's `--otlp-endpoint`, if spans are exported.
     otlp_endpoint: Option<String>,
     daemons: Vec<Daemon>,
@@ -96,8 +205,10 @@ impl System {
             containerd,
             dir,
             bismuthd_port: free_port()?,
-            api_port: free_port()?,
-            fe_port: free_port()?,
+            endpoints: Endpoints {
+                api_port: free_port()?,
+                fe_port: free_port()?,
+            },
             otlp_endpoint,
             daemons: Vec::new(),
         };
@@ -274,74 +385,6 @@ impl System {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    pub fn api_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.api_port)
-    }
-
-    pub fn fe_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.fe_port)
-    }
-
-    /// Calls the api.
-    pub async fn api(&self, method: Method, path: &str, body: &str) -> Reply {
-        http::request(method, &self.api_url(path), &[], body.to_owned())
-            .await
-            .unwrap_or_else(|e| panic!("api call failed: {e:#}"))
-    }
-
-    /// `POST /function`; the new function's id.
-    pub async fn create(&self, definition: &Value) -> Uuid {
-        let reply = self
-            .api(Method::POST, "/function", &definition.to_string())
-            .await;
-        assert_eq!(reply.status, 200, "create: {}", reply.text());
-        reply.json()["id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("create answered {}", reply.text()))
-    }
-
-    /// `GET /function/{id}`.
-    pub async fn function(&self, id: Uuid) -> Value {
-        let reply = self.api(Method::GET, &format!("/function/{id}"), "").await;
-        assert_eq!(reply.status, 200, "get {id}: {}", reply.text());
-        reply.json()
-    }
-
-    /// The function's backends as (container id, status).
-    pub async fn backends(&self, id: Uuid) -> Vec<(Uuid, String)> {
-        let f = self.function(id).await;
-        f["backends"]
-            .as_array()
-            .map(|b| {
-                b.iter()
-                    .filter_map(|b| {
-                        Some((
-                            b["backend"]["container_id"].as_str()?.parse().ok()?,
-                            b["status"].as_str()?.to_owned(),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Waits until some backend of the function has `status`; its container id.
-    pub async fn wait_status(&self, id: Uuid, status: &str, timeout: Duration) -> Uuid {
-        eventually(
-            &format!("a backend of {id} to be {status}"),
-            timeout,
-            || async move {
-                self.backends(id)
-                    .await
-                    .into_iter()
-                    .find(|(_, s)| s == status)
-                    .map(|(c, _)| c)
-            },
-        )
-        .await
-    }
-
     /// `ctr` in bismuthd's namespace; its stdout.
     pub fn ctr(&self, args: &[&str]) -> String {
         self.containerd
@@ -439,14 +482,14 @@ impl Drop for System {
 }
 
 /// The last `n` lines of a file.
-fn tail(path: &Path, n: usize) -> String {
+pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The workspace's root directory.
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_owned)
@@ -488,7 +531,7 @@ pub fn binaries() -> anyhow::Result<PathBuf> {
 }
 
 /// The static runner of Executable-mode containers (scripts/build-runner.sh).
-fn runner() -> anyhow::Result<PathBuf> {
+pub(crate) fn runner() -> anyhow::Result<PathBuf> {
     let path = workspace().join("target/runner/bismuth-runner");
     if !path.exists() {
         let status = Command::new(workspace().join("scripts/build-runner.sh"))

@@ -16,11 +16,23 @@ use crate::process::{die_with_parent, kill_processes_mentioning};
 pub struct Containerd {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// The network namespace (under /run/netns) it runs in, if not this one.
+    netns: Option<String>,
 }
 
 impl Containerd {
     /// Starts containerd and waits until it answers `ctr version`.
     pub fn start() -> anyhow::Result<Self> {
+        Containerd::start_in(None)
+    }
+
+    /// [`start`](Self::start) inside network namespace `netns` (a host of a
+    /// simulated fleet); its shims and containers' processes start there too.
+    pub fn start_in_netns(netns: &str) -> anyhow::Result<Self> {
+        Containerd::start_in(Some(netns.to_owned()))
+    }
+
+    fn start_in(netns: Option<String>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("bismuth-ctd-").tempdir()?;
         let d = dir.path();
         let config = d.join("config.toml");
@@ -40,7 +52,11 @@ impl Containerd {
                 sock = d.join("containerd.sock").display(),
             ),
         )?;
-        let mut ctd = Containerd { child: None, dir };
+        let mut ctd = Containerd {
+            child: None,
+            dir,
+            netns,
+        };
         ctd.spawn()?;
         Ok(ctd)
     }
@@ -52,7 +68,15 @@ impl Containerd {
             .create(true)
             .append(true)
             .open(d.join("containerd.log"))?;
-        let mut cmd = Command::new("containerd");
+        let mut cmd = match &self.netns {
+            // Only the network namespace: mounts stay in this one.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("containerd");
+                c
+            }
+            None => Command::new("containerd"),
+        };
         cmd.arg("--config")
             .arg(d.join("config.toml"))
             .stdin(Stdio::null())

@@ -37,4 +37,4 @@ pub use process::{
 };
 pub use prometheus::Prometheus;
 pub use registry::Registry;
-pub use zookeeper::ZooKeeper;
+pub use zookeeper::{ZkEnsemble, ZooKeeper};

@@ -1,0 +1,396 @@
+//! A simulated fleet on this one machine: every host a network namespace
+//! with its own address on a bridge, its own containerd and bismuthd; a
+//! three-server ZooKeeper ensemble; the api and bismuthfe on this machine's
+//! loopback, as in the single-host [`System`](crate::System).
+//!
+//! Hosts can be killed outright (every process of the namespace and the
+//! containers under it, as a power cut), cut off the network and healed,
+//! and started again; ZooKeeper servers killed and started one by one. The
+//! network plumbing is `scripts/fleet-net.sh`, which `start_all.sh --nodes`
+//! uses too.
+//!
+//! Each fleet takes names and addresses of its own (from a free port), so
+//! fleet tests in parallel processes do not meet.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use bismuth_testkit::{container_net, die_with_parent, free_port, images, Containerd, ZkEnsemble};
+
+use crate::{binaries, runner, tail, workspace, Endpoints, ENV, NAMESPACE};
+
+/// bismuthd's port on every host (each host has its own port space).
+pub const BISMUTHD_PORT: u16 = 8001;
+
+/// One host of the fleet.
+#[derive(Debug)]
+pub struct FleetHost {
+    pub ip: Ipv4Addr,
+    /// Its network namespace, under /run/netns.
+    pub netns: String,
+    /// The bridge side of its link (down = partitioned).
+    link: String,
+    pub containerd: Containerd,
+    bismuthd: Option<Child>,
+    args: Vec<String>,
+    dir: PathBuf,
+}
+
+impl FleetHost {
+    /// bismuthd's log.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("bismuthd.log")
+    }
+
+    /// This host's bismuthd instance id.
+    pub fn instance(&self) -> String {
+        bismuthd::config::instance_id(&self.containerd.socket(), NAMESPACE)
+    }
+
+    /// Container ids with a task in this host's containerd.
+    pub fn tasks(&self) -> Vec<String> {
+        self.containerd
+            .ctr(NAMESPACE, &["tasks", "ls", "-q"])
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A running fleet; everything is stopped and removed on drop.
+#[derive(Debug)]
+pub struct Fleet {
+    pub zookeeper: ZkEnsemble,
+    pub hosts: Vec<FleetHost>,
+    pub endpoints: Endpoints,
+    bridge: String,
+    dir: tempfile::TempDir,
+    daemons: Vec<(&'static str, Child, PathBuf)>,
+}
+
+impl std::ops::Deref for Fleet {
+    type Target = Endpoints;
+    fn deref(&self) -> &Endpoints {
+        &self.endpoints
+    }
+}
+
+fn net(args: &[&str]) -> anyhow::Result<()> {
+    let script = workspace().join("scripts/fleet-net.sh");
+    let out = Command::new(&script).args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "fleet-net.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+impl Fleet {
+    /// Starts `hosts` hosts (at most 12), the ensemble, the api and
+    /// bismuthfe; returns once every host is alive in the api's view.
+    pub async fn start(hosts: usize) -> anyhow::Result<Fleet> {
+        ensure!((1..=12).contains(&hosts), "1 to 12 hosts");
+        let bin = binaries()?;
+        // A /28 of its own: the gateway (this machine) is .1, hosts .2 on.
+        let tag = free_port()?;
+        let base = Ipv4Addr::new(
+            172,
+            16 + (tag >> 12) as u8,
+            (tag >> 4) as u8,
+            ((tag & 15) << 4) as u8,
+        );
+        let addr = |i: u8| {
+            let o = base.octets();
+            Ipv4Addr::new(o[0], o[1], o[2], o[3] + i)
+        };
+        let gateway = addr(1);
+        let bridge = format!("bfl{tag}");
+        net(&["bridge-up", &bridge, &format!("{gateway}/28")])?;
+        let dir = tempfile::Builder::new()
+            .prefix("bismuth-fleet-")
+            .tempdir()?;
+        let zookeeper = ZkEnsemble::start(3, gateway)?;
+        let mut fleet = Fleet {
+            zookeeper,
+            hosts: Vec::new(),
+            endpoints: Endpoints {
+                api_port: free_port()?,
+                fe_port: free_port()?,
+            },
+            bridge,
+            dir,
+            daemons: Vec::new(),
+        };
+        let f = &mut fleet;
+        f.ctl(&["bootstrap"])?;
+        let busybox = f.dir.path().join("busybox.tar");
+        images::write_busybox_archive(&busybox)?;
+        let key = f.dir.path().join("cluster.key");
+        let out = Command::new(bin.join("svcprovider"))
+            .arg("keygen")
+            .output()?;
+        ensure!(out.status.success(), "svcprovider keygen failed");
+        std::fs::write(&key, &out.stdout)?;
+        let store = format!("sqlite:{}", f.dir.path().join("svc").display());
+
+        for i in 0..hosts {
+            let ip = addr(2 + i as u8);
+            let netns = format!("bfl{tag}-h{i}");
+            let link = format!("bfl{tag}h{i}");
+            net(&[
+                "host-up",
+                &netns,
+                &link,
+                &f.bridge,
+                &format!("{ip}/28"),
+                &gateway.to_string(),
+            ])?;
+            let containerd = Containerd::start_in_netns(&netns)?;
+            f.ctl(&["provision", &ip.to_string()])?;
+            f.ctl(&[
+                "image",
+                "import",
+                &busybox.to_string_lossy(),
+                "--containerd",
+                &containerd.socket().to_string_lossy(),
+            ])?;
+            let hdir = f.dir.path().join(format!("host{i}"));
+            std::fs::create_dir_all(&hdir)?;
+            let mut args: Vec<String> = [
+                "--zookeeper",
+                &f.zookeeper.connect_string(),
+                "--zookeeper-env",
+                ENV,
+                "--listen",
+                &format!("{ip}:{BISMUTHD_PORT}"),
+                "--node-ip",
+                &ip.to_string(),
+                "--containerd",
+                &containerd.socket().to_string_lossy(),
+                "--namespace",
+                NAMESPACE,
+                "--state-dir",
+                &hdir.join("state").to_string_lossy(),
+                "--run-dir",
+                &hdir.join("run").to_string_lossy(),
+                "--container-net",
+                &container_net(free_port()?),
+                "--runner",
+                &runner()?.to_string_lossy(),
+                "--svcprovider",
+                &bin.join("svcprovider").to_string_lossy(),
+                "--svc-store",
+                &store,
+                "--secret-key-file",
+                &key.to_string_lossy(),
+                "--stop-grace-ms",
+                "2000",
+            ]
+            .map(String::from)
+            .to_vec();
+            args.shrink_to_fit();
+            f.hosts.push(FleetHost {
+                ip,
+                netns,
+                link,
+                containerd,
+                bismuthd: None,
+                args,
+                dir: hdir,
+            });
+            f.start_bismuthd(i)?;
+        }
+
+        let zk = f.zookeeper.connect_string();
+        let api_args = vec![
+            "--zookeeper".into(),
+            zk.clone(),
+            "--zookeeper-env".into(),
+            ENV.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", f.api_port),
+            "--bismuthd-port".into(),
+            BISMUTHD_PORT.to_string(),
+            "--svc-store".into(),
+            store.clone(),
+            "--secret-key-file".into(),
+            key.to_string_lossy().into_owned(),
+        ];
+        f.spawn("api", &api_args, f.api_port).await?;
+        let fe_args = vec![
+            "--zookeeper".into(),
+            zk,
+            "--zookeeper-env".into(),
+            ENV.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", f.fe_port),
+            "--backend-port".into(),
+            BISMUTHD_PORT.to_string(),
+        ];
+        f.spawn("bismuthfe", &fe_args, f.fe_port).await?;
+        let want = hosts;
+        f.endpoints
+            .eventually_alive(want, Duration::from_secs(60))
+            .await
+            .with_context(|| fleet.logs())?;
+        Ok(fleet)
+    }
+
+    /// Starts host `i`'s bismuthd (in its namespace).
+    fn start_bismuthd(&mut self, i: usize) -> anyhow::Result<()> {
+        let h = &mut self.hosts[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(h.log())?;
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", h.netns))
+            .arg(binaries()?.join("bismuthd"))
+            .args(&h.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        die_with_parent(&mut cmd);
+        h.bismuthd = Some(cmd.spawn().context("cannot start bismuthd")?);
+        Ok(())
+    }
+
+    /// Runs a root-namespace daemon and waits for its `/healthz`.
+    async fn spawn(
+        &mut self,
+        name: &'static str,
+        args: &[String],
+        port: u16,
+    ) -> anyhow::Result<()> {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let mut cmd = Command::new(binaries()?.join(name));
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        die_with_parent(&mut cmd);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        for _ in 0..300 {
+            if bismuth_testkit::http::get(&url)
+                .await
+                .is_ok_and(|r| r.status == 200)
+            {
+                self.daemons.push((name, child, log));
+                return Ok(());
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited with {status}:\n{}", tail(&log, 20));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("{name} did not answer /healthz within 30 s")
+    }
+
+    /// Runs `bismuthctl` against the ensemble; its stdout.
+    pub fn ctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(binaries()?.join("bismuthctl"))
+            .args(["--zookeeper", &self.zookeeper.connect_string()])
+            .args(["--zookeeper-env", ENV])
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "bismuthctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The index of the host with address `ip`.
+    pub fn host(&self, ip: Ipv4Addr) -> usize {
+        self.hosts
+            .iter()
+            .position(|h| h.ip == ip)
+            .unwrap_or_else(|| panic!("no host {ip}"))
+    }
+
+    /// Kills host `i` outright: bismuthd, containerd, shims, containers and
+    /// svcproviders at once, as a power cut would.
+    pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        net(&["kill", &self.hosts[i].netns])?;
+        let h = &mut self.hosts[i];
+        if let Some(mut c) = h.bismuthd.take() {
+            let _ = c.wait();
+        }
+        h.containerd.crash();
+        Ok(())
+    }
+
+    /// Boots host `i` again after [`kill`](Self::kill): containerd, then bismuthd.
+    pub fn boot(&mut self, i: usize) -> anyhow::Result<()> {
+        self.hosts[i].containerd.revive()?;
+        self.start_bismuthd(i)
+    }
+
+    /// Cuts host `i` off the network (it keeps running).
+    pub fn partition(&self, i: usize) -> anyhow::Result<()> {
+        net(&["partition", &self.hosts[i].link])
+    }
+
+    /// Reconnects host `i`.
+    pub fn heal(&self, i: usize) -> anyhow::Result<()> {
+        net(&["heal", &self.hosts[i].link])
+    }
+
+    /// The last lines of every daemon's log.
+    pub fn logs(&self) -> String {
+        let mut out = Vec::new();
+        for (name, _, log) in &self.daemons {
+            out.push(format!("--- {name} (last 40 lines) ---\n{}", tail(log, 40)));
+        }
+        for h in &self.hosts {
+            out.push(format!(
+                "--- bismuthd on {} (last 40 lines) ---\n{}",
+                h.ip,
+                tail(&h.log(), 40)
+            ));
+        }
+        out.join("\n")
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for (_, child, _) in self.daemons.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for i in 0..self.hosts.len() {
+            let _ = self.kill(i);
+            let instance = self.hosts[i].instance();
+            for ns in bismuthd::net::our_namespaces(&instance) {
+                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            }
+            let h = &self.hosts[i];
+            let _ = net(&["host-down", &h.netns, &h.link]);
+        }
+        // The hosts' containerds (dropped with the hosts) unmount what is left.
+        bismuth_testkit::kill_processes_mentioning(self.dir.path());
+        let _ = net(&["bridge-down", &self.bridge]);
+    }
+}

@@ -1,0 +1,125 @@
+//! The fleet suite: three hosts, each a network namespace with its own
+//! containerd and bismuthd, a three-server ZooKeeper ensemble, the api and
+//! bismuthfe (see `bismuth_e2e::fleet`). Starting a fleet is heavy, so one
+//! fleet serves every scenario, run in order in one test; each scenario
+//! leaves the fleet as it found it (three hosts up, every ZooKeeper server
+//! running, no functions).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ::http::Method;
+use bismuth_e2e::Fleet;
+use bismuth_testkit::{eventually, http, images};
+use serde_json::json;
+use uuid::Uuid;
+
+const RUNNING: Duration = Duration::from_secs(60);
+
+/// A busybox httpd answering with its hostname (the container id).
+fn hello(instances: u32) -> serde_json::Value {
+    json!({
+        "image": images::BUSYBOX_REF,
+        "cpu": 0.1,
+        "memory": 33554432,
+        "invoke_mode": {"Server": [["/bin/sh", "-c",
+            "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"], 8080]},
+        "max_instances": instances,
+    })
+}
+
+/// The nodes (by address) of a function's Running backends.
+async fn running_on(fleet: &Fleet, fid: Uuid) -> Vec<String> {
+    let f = fleet.function(fid).await;
+    f["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["status"] == "Running")
+        .map(|b| b["backend"]["ip"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until `n` instances run, and bismuthfe answers from them.
+async fn serving(fleet: &Fleet, fid: Uuid, n: usize) -> Vec<String> {
+    let nodes = eventually(
+        &format!("{n} Running instances of {fid}"),
+        RUNNING,
+        || async {
+            let nodes = running_on(fleet, fid).await;
+            (nodes.len() == n).then_some(nodes)
+        },
+    )
+    .await;
+    let url = fleet.fe_url(&format!("/invoke/{fid}/"));
+    eventually("bismuthfe to answer", RUNNING, || async {
+        let r = http::request(Method::GET, &url, &[], "").await.ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    nodes
+}
+
+async fn delete(fleet: &Fleet, fid: Uuid) {
+    let r = fleet
+        .api(Method::DELETE, &format!("/function/{fid}"), "")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Instances spread over the hosts, and bismuthfe reaches every host.
+async fn spreads_and_serves(fleet: &Fleet) {
+    let fid = fleet.create(&hello(3)).await;
+    let nodes = serving(fleet, fid, 3).await;
+    let distinct: HashSet<&String> = nodes.iter().collect();
+    assert_eq!(distinct.len(), 3, "one instance per host: {nodes:?}");
+    // Requests from several clients (addresses) reach several containers.
+    let url = fleet.fe_url(&format!("/invoke/{fid}/"));
+    let mut answered = HashSet::new();
+    for _ in 0..30 {
+        let r = http::request(Method::GET, &url, &[], "").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        answered.insert(r.header("x-bismuth-container-id"));
+    }
+    assert!(!answered.is_empty());
+    delete(fleet, fid).await;
+}
+
+/// One ZooKeeper server of three killed: serving and deploying go on.
+async fn survives_a_zookeeper_server(fleet: &mut Fleet) {
+    let fid = fleet.create(&hello(1)).await;
+    serving(fleet, fid, 1).await;
+    fleet.zookeeper.kill(0);
+    let url = fleet.fe_url(&format!("/invoke/{fid}/"));
+    for _ in 0..20 {
+        let r = http::request(Method::GET, &url, &[], "").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // Deploying needs a quorum only: two of three.
+    let second = eventually("a create with one server down", RUNNING, || async {
+        let r = http::request(
+            Method::POST,
+            &fleet.api_url("/function"),
+            &[],
+            hello(1).to_string(),
+        )
+        .await
+        .ok()?;
+        (r.status == 200)
+            .then(|| r.json()["id"].as_str()?.parse::<Uuid>().ok())
+            .flatten()
+    })
+    .await;
+    serving(fleet, second, 1).await;
+    fleet.zookeeper.start_server(0).unwrap();
+    delete(fleet, fid).await;
+    delete(fleet, second).await;
+}
+
+#[tokio::test]
+async fn fleet_suite() {
+    let mut fleet = Fleet::start(3).await.unwrap();
+    spreads_and_serves(&fleet).await;
+    survives_a_zookeeper_server(&mut fleet).await;
+}
