@@ -1,6 +1,7 @@
 //! bismuth-metrics: what every daemon's `GET /metrics` shares. Metrics are
-//! `prometheus-client` types (counters, gauges and histograms are atomics;
-//! a labelled family is one read-locked map lookup per use), registered in
+//! `prometheus-client` counters and gauges (atomics; a labelled family is
+//! one read-locked map lookup per use) and our lock-free duration
+//! [`Histogram`], registered in
 //! one [`Metrics`] per daemon; [`Metrics::render`] refreshes the process
 //! metrics (resident memory, CPU seconds, open file descriptors, start
 //! time) and encodes everything in Prometheus' text format (0.0.4, what
@@ -13,31 +14,27 @@
 //! [`FunctionLabel`] encode a function id without allocating).
 
 mod controller;
+mod histogram;
 mod labels;
 mod process;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use controller::ControllerMetrics;
+pub use histogram::{duration_buckets, Histogram};
 pub use labels::{FunctionCode, FunctionLabel, Id};
 pub use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
-pub use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 pub use prometheus_client::registry::Registry;
 
 /// The content type of [`Metrics::render`]'s output: Prometheus' text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Buckets for request and start-up durations in seconds: 0.25 ms to about 16 s.
-pub fn duration_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(0.00025, 2.0, 17)
-}
-
 /// A histogram with [`duration_buckets`] (a family's constructor).
 pub fn duration_histogram() -> Histogram {
-    Histogram::new(duration_buckets())
+    Histogram::default()
 }
 
 /// A labelled histogram family over [`duration_buckets`].
