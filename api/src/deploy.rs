@@ -5,22 +5,20 @@
 //! version check, so two concurrent placements on one node (or a drain
 //! racing a placement) cannot both commit on a stale view of its load.
 //!
-//! Redeploy: (1) new containers are added beside the old ones (the frontend
-//! routes only to Running ones); (2) once one new container is Running, the
-//! old ones leave the backend list and their znodes are removed in one
-//! transaction; (3) if none is Running in time, the new containers and any
-//! definition change are rolled back and the old ones keep serving.
+//! Redeploy writes desired state only (the definition and a rollout
+//! record); the controller carries it out (see `controller::rollout`).
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bismuth_model::{paths, Backend, ContainerState, FunctionDefinition, FunctionId, FunctionView};
-use bismuth_zk::store::{backends, functions};
+use bismuth_model::{paths, Backend, FunctionDefinition, FunctionId, FunctionView};
+use bismuth_zk::store::functions;
 use bismuth_zk::{Txn, Versioned, Zk, ZkError};
-use tracing::{info, warn};
+use tracing::info;
 use uuid::Uuid;
 
 use crate::cluster::{candidates, read_nodes};
+use crate::controller::rollout::{self, Rollout, RolloutState};
 use crate::error::ApiError;
 use crate::schedule::place;
 
@@ -114,7 +112,7 @@ pub async fn create(zk: &Zk, def: &FunctionDefinition) -> Result<FunctionId, Api
 }
 
 /// Adds the route changes from `from` to `to` for function `id` to `txn`.
-async fn route_changes(
+pub(crate) async fn route_changes(
     zk: &Zk,
     txn: &mut Txn,
     id: FunctionId,
@@ -138,149 +136,121 @@ async fn route_changes(
 
 /// Replaces a function's containers (and, with `new_def`, its definition)
 /// without downtime; returns the function as GET shows it afterwards.
+///
+/// Only desired state is written here: the new definition (and its routes)
+/// and a rollout record, in one transaction. The controller (whichever api
+/// process leads) carries the rollout out; this request waits for its
+/// outcome, then for the old containers to leave their nodes.
 pub async fn redeploy(
-    zk: &Zk,
+    state: &crate::state::AppState,
     id: FunctionId,
     new_def: Option<FunctionDefinition>,
     timeout: Duration,
 ) -> Result<FunctionView, ApiError> {
+    let zk = state.zk()?;
     if let Some(def) = &new_def {
         def.validate()?;
     }
-    // Step 1: new containers beside the old ones (and the new definition).
-    let (old_def, old, added) = add_new_instances(zk, id, new_def.as_ref()).await?;
+    let rollout = start_rollout(zk, id, new_def.as_ref(), timeout).await?;
+    info!(function = %id, rollout = %rollout.id, old = rollout.old.len(), "rollout requested");
 
-    // Step 2: wait for one of them to be Running. A concurrent redeploy of
-    // the same function may replace ours first (it counts our containers as
-    // old); then ours is superseded by a newer deploy and there is nothing
-    // left for us to do.
-    let deadline = tokio::time::Instant::now() + timeout;
-    let running = loop {
-        let listed = functions::get_backends(zk, id).await?.value;
-        if !added.iter().any(|b| listed.contains(b)) {
-            info!(function = %id, "redeploy superseded by a concurrent one");
+    // The controller has until the deadline, and a little longer to write
+    // the outcome; without a controller (no leader) this ends in a 503.
+    let give_up = tokio::time::Instant::now() + timeout + Duration::from_secs(10);
+    let outcome = loop {
+        let Some(raw) = zk.get_opt(&paths::function_rollout(id)).await? else {
+            functions::get_function(zk, id).await?;
+            return Err(ApiError::Internal("the rollout record disappeared".into()));
+        };
+        let r: Rollout = serde_json::from_slice(&raw.value)
+            .map_err(|e| ApiError::Internal(format!("bad rollout record: {e}")))?;
+        if r.id != rollout.id {
+            info!(function = %id, "rollout superseded by a newer one");
             return Ok(functions::describe_function(zk, id).await?);
         }
-        let mut failed = 0;
-        let mut up = false;
-        for b in &added {
-            match backends::container_state(zk, b.ip, b.container_id).await? {
-                Some(ContainerState::Running) => up = true,
-                Some(ContainerState::Failed) => failed += 1,
-                _ => {}
-            }
+        if r.state != RolloutState::Running {
+            break r;
         }
-        if up {
-            break true;
-        }
-        if failed == added.len() || tokio::time::Instant::now() >= deadline {
-            break false;
+        if tokio::time::Instant::now() >= give_up {
+            return Err(ApiError::Unavailable(format!(
+                "the rollout of function {id} was not carried out: is an api process leading the controller? (GET /controller)"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-
-    if running {
-        // Step 3: the old containers leave.
-        remove_backends(zk, id, &old).await?;
-        info!(function = %id, new = added.len(), removed = old.len(), "redeployed");
-        return Ok(functions::describe_function(zk, id).await?);
+    match outcome.state {
+        RolloutState::Done => {
+            wait_removed(state, &rollout.old).await;
+            info!(function = %id, replaced = rollout.old.len(), "redeployed");
+            Ok(functions::describe_function(zk, id).await?)
+        }
+        _ => Err(ApiError::Timeout(format!(
+            "the new instances of function {id} did not all become Running within {timeout:?} ({}); the redeploy was rolled back and the previous instances keep serving",
+            outcome.message.as_deref().unwrap_or("no reason recorded")
+        ))),
     }
-    // Roll back: drop the new containers, restore the definition.
-    warn!(function = %id, "no new instance became Running; rolling back");
-    remove_backends(zk, id, &added).await?;
-    if let (Some(new), Some(old_def)) = (&new_def, old_def) {
-        restore_definition(zk, id, new, &old_def).await?;
-    }
-    Err(ApiError::Timeout(format!(
-        "no new instance of function {id} became Running within {timeout:?}; the redeploy was rolled back and the previous instances keep serving"
-    )))
 }
 
-/// Step 1 of a redeploy; returns the definition replaced (if any), the old backends and the new ones.
-async fn add_new_instances(
+/// Writes the new definition (if any) with its routes, and the rollout
+/// record naming the current instances as the ones to replace.
+async fn start_rollout(
     zk: &Zk,
     id: FunctionId,
     new_def: Option<&FunctionDefinition>,
-) -> Result<(Option<FunctionDefinition>, Vec<Backend>, Vec<Backend>), ApiError> {
+    timeout: Duration,
+) -> Result<Rollout, ApiError> {
     for attempt in 0..ATTEMPTS {
         let current: Versioned<FunctionDefinition> = functions::get_function(zk, id).await?;
         let list = functions::get_backends(zk, id).await?;
-        let def = new_def.unwrap_or(&current.value);
+        let existing = zk.get_opt(&paths::function_rollout(id)).await?;
+        let rollout = Rollout {
+            id: Uuid::new_v4(),
+            old: list.value.clone(),
+            previous: new_def.map(|_| current.value.clone()),
+            deadline_ms: rollout::now_ms() + timeout.as_millis() as u64,
+            state: RolloutState::Running,
+            message: None,
+        };
         let mut txn = Txn::new();
         if let Some(new) = new_def {
             txn.set(paths::function(id), new.to_json(), Some(current.version));
             route_changes(zk, &mut txn, id, &current.value, new).await?;
         }
-        let added = plan_instances(zk, &mut txn, id, def, def.max_instances as usize).await?;
-        let mut all = list.value.clone();
-        all.extend_from_slice(&added);
-        txn.set(
-            paths::function_backends(id),
-            bismuth_model::pack_backends(&all),
-            Some(list.version),
-        );
+        // The backends are what the rollout replaces: unchanged since read.
+        txn.check(paths::function_backends(id), list.version);
+        match &existing {
+            Some(e) => txn.set(
+                paths::function_rollout(id),
+                rollout.encode(),
+                Some(e.version),
+            ),
+            None => txn.create(paths::function_rollout(id), rollout.encode()),
+        };
         match zk.commit(&txn).await {
-            Ok(()) => return Ok((new_def.map(|_| current.value), list.value, added)),
+            Ok(()) => return Ok(rollout),
             Err(ZkError::NodeExists { path }) if path.starts_with(paths::ROUTES) => {
                 return Err(route_taken(zk, &path).await);
             }
-            Err(e) if retryable(&e) => bismuth_zk::backoff(attempt).await,
+            Err(e) if retryable(&e) || matches!(e, ZkError::NodeExists { .. }) => {
+                bismuth_zk::backoff(attempt).await
+            }
             Err(e) => return Err(e.into()),
         }
     }
     Err(contended())
 }
 
-/// Removes `remove` from the function's backends and deletes their znodes.
-async fn remove_backends(zk: &Zk, id: FunctionId, remove: &[Backend]) -> Result<(), ApiError> {
-    for attempt in 0..ATTEMPTS {
-        let list = functions::get_backends(zk, id).await?;
-        let keep: Vec<Backend> = list
-            .value
-            .iter()
-            .filter(|b| !remove.contains(b))
-            .copied()
-            .collect();
-        let mut txn = Txn::new();
-        txn.set(
-            paths::function_backends(id),
-            bismuth_model::pack_backends(&keep),
-            Some(list.version),
-        );
-        for b in remove {
-            functions::add_container_removal(zk, &mut txn, *b).await?;
+/// Waits (a bounded time) until the nodes of `old` no longer run them: each
+/// node's bismuthd answers 404 for the container, or cannot be reached.
+async fn wait_removed(state: &crate::state::AppState, old: &[Backend]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for b in old {
+        while tokio::time::Instant::now() < deadline {
+            if !state.node_has_container(*b).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        match zk.commit(&txn).await {
-            Ok(()) => return Ok(()),
-            Err(e) if retryable(&e) => bismuth_zk::backoff(attempt).await,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(contended())
-}
-
-/// Puts the old definition (and its routes) back, unless someone changed it since.
-async fn restore_definition(
-    zk: &Zk,
-    id: FunctionId,
-    ours: &FunctionDefinition,
-    old: &FunctionDefinition,
-) -> Result<(), ApiError> {
-    let current = functions::get_function(zk, id).await?;
-    if &current.value != ours {
-        warn!(function = %id, "definition changed during the redeploy; not restoring the old one");
-        return Ok(());
-    }
-    let mut txn = Txn::new();
-    txn.set(paths::function(id), old.to_json(), Some(current.version));
-    route_changes(zk, &mut txn, id, ours, old).await?;
-    match zk.commit(&txn).await {
-        Ok(()) => Ok(()),
-        Err(e) if retryable(&e) || matches!(e, ZkError::NodeExists { .. }) => {
-            warn!(function = %id, error = %e, "could not restore the old definition");
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod controller;
 pub mod deploy;
 pub mod error;
 mod metrics;
@@ -30,12 +31,16 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let state = state::AppState::new(config.clone());
+    let state = state::AppState::new(config.clone(), listener.local_addr()?.to_string());
     let connecting = state.clone();
     let stop = shutdown.clone();
-    tokio::spawn(async move {
-        if let Some(zk) = Zk::connect_retrying(config.zk.clone(), &stop).await {
-            connecting.set_zk(zk);
+    let zk_config = config.zk.clone();
+    let controller = tokio::spawn(async move {
+        if let Some(zk) = Zk::connect_retrying(zk_config, &stop).await {
+            connecting.set_zk(zk.clone());
+            // Every api process campaigns; the leader runs the controller.
+            let me = connecting.candidate().clone();
+            controller::run(zk, me, connecting.metrics_handle(), stop).await;
         }
     });
     if config.secret_key_file.is_some() {
@@ -47,8 +52,12 @@ pub async fn run(
         });
     }
     info!(addr = %listener.local_addr()?, "api serving");
+    let stopping = shutdown.clone();
     axum::serve(listener, routes::router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .with_graceful_shutdown(async move { stopping.cancelled().await })
         .await?;
+    // Lets the controller step down (deleting the leader znode) before exit.
+    shutdown.cancel();
+    let _ = controller.await;
     Ok(())
 }

@@ -82,6 +82,11 @@ impl ApiMetrics {
         m
     }
 
+    /// An instance placed again elsewhere (`node_lost`, `drain`, `failing`).
+    pub fn rescheduled(&self, reason: &'static str) {
+        self.reschedules.get_or_create(&Reason { reason }).inc();
+    }
+
     /// One answered request.
     pub fn request(&self, route: &str, code: u16) {
         self.requests

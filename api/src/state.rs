@@ -30,14 +30,17 @@ struct Inner {
     /// Opened once (at start-up, or at the first secret write if the store
     /// was away then) and shared by every secret write.
     secrets: tokio::sync::OnceCell<SecretWriter>,
-    metrics: crate::metrics::ApiMetrics,
+    metrics: Arc<crate::metrics::ApiMetrics>,
+    /// This process, as the controller election knows it.
+    candidate: crate::controller::leader::Candidate,
     /// Set with `--otlp-endpoint`: a span per routed request.
     tracer: Option<Tracer>,
 }
 
 impl AppState {
     /// State with no ZooKeeper connection yet; call within the runtime.
-    pub fn new(config: Config) -> Self {
+    /// `addr` is where the REST API listens (told to the other api processes).
+    pub fn new(config: Config, addr: String) -> Self {
         let tracer = config.otlp_endpoint.as_ref().and_then(|e| {
             Tracer::new("bismuth-api", e)
                 .map_err(|e| tracing::error!(error = %e, "spans are not exported"))
@@ -52,7 +55,12 @@ impl AppState {
                 zk: OnceLock::new(),
                 http,
                 secrets: tokio::sync::OnceCell::new(),
-                metrics: crate::metrics::ApiMetrics::new(),
+                metrics: Arc::new(crate::metrics::ApiMetrics::new()),
+                candidate: crate::controller::leader::Candidate {
+                    id: uuid::Uuid::new_v4(),
+                    addr,
+                    since: String::new(),
+                },
                 tracer,
             }),
         }
@@ -105,6 +113,35 @@ impl AppState {
     /// The api's metrics.
     pub fn metrics(&self) -> &crate::metrics::ApiMetrics {
         &self.inner.metrics
+    }
+
+    /// The metrics, to share with the controller.
+    pub fn metrics_handle(&self) -> Arc<crate::metrics::ApiMetrics> {
+        Arc::clone(&self.inner.metrics)
+    }
+
+    /// This process as a controller candidate.
+    pub fn candidate(&self) -> &crate::controller::leader::Candidate {
+        &self.inner.candidate
+    }
+
+    /// Whether `b`'s node still has the container (its bismuthd knows it);
+    /// a node that cannot be reached counts as not having it.
+    pub async fn node_has_container(&self, b: bismuth_model::Backend) -> bool {
+        let uri = format!(
+            "http://{}:{}/containers/{}",
+            b.ip,
+            self.config().bismuthd_port,
+            b.container_id
+        );
+        let Ok(uri) = uri.parse::<http::Uri>() else {
+            return false;
+        };
+        let request = self.http().get(uri);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), request).await {
+            Ok(Ok(r)) => r.status() == http::StatusCode::OK,
+            _ => false,
+        }
     }
 
     /// Client for bismuthd's HTTP endpoints.

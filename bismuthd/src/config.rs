@@ -240,7 +240,11 @@ impl Args {
         ensure!(memory > 0, "--memory must be positive");
 
         Ok(Config {
-            zk: self.zookeeper.config()?,
+            zk: bismuth_zk::ZkConfig {
+                // A restart must not end the session: see alive.rs.
+                detached: true,
+                ..self.zookeeper.config()?
+            },
             node_ip: self.node_ip,
             listen: self
                 .listen

@@ -1,6 +1,7 @@
 //! bismuthd's HTTP interface on `{node ip}:8001`: `/invoke/{cid}[/path]`
 //! into a Running container (Server: proxied; Executable: one process per
-//! request), `/logs/{cid}[?follow=true]`, and `/healthz`.
+//! request), `/logs/{cid}[?follow=true]`, `/containers/{cid}` (is it here?),
+//! `/calls/{function}`, `/metrics` and `/healthz`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +41,9 @@ impl Server {
         }
         if path == "/metrics" {
             return self.metrics().await;
+        }
+        if let Some(id) = path.strip_prefix("/containers/") {
+            return self.container(id);
         }
         if let Some(id) = path.strip_prefix("/calls/") {
             return self.calls(id, req.uri().query());
@@ -123,6 +127,27 @@ impl Server {
             StatusCode::OK,
             &serde_json::to_value(calls).unwrap_or_default(),
         )
+    }
+
+    /// `GET /containers/{cid}`: whether this node still has the container
+    /// (200 with its state) or not (404): the api waits on it after a rollout.
+    fn container(&self, id: &str) -> Response<Body> {
+        let Ok(cid) = id.parse::<uuid::Uuid>() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("{id:?} is not a container id"),
+            );
+        };
+        match self.node.get(cid) {
+            Some(h) => json(
+                StatusCode::OK,
+                &serde_json::json!({"container_id": cid, "state": format!("{:?}", h.state())}),
+            ),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("container {cid} is not on this node"),
+            ),
+        }
     }
 
     fn healthz(&self) -> Response<Body> {

@@ -41,10 +41,16 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let cid = rt.block_on(async {
+    let (cid, zk) = rt.block_on(async {
         let zk = Zk::connect(ZkConfig::new(&zookeeper.connect_string(), "bench")?).await?;
         zk.bootstrap().await?;
         nodes::provision(&zk, NODE).await?;
+        // Alive, as its bismuthd would hold it (this session outlives the run).
+        zk.create_ephemeral(
+            &paths::node_alive(NODE),
+            br#"{"cpu":4.0,"memory":1073741824}"#,
+        )
+        .await?;
         let def = FunctionDefinition {
             image: "busybox".into(),
             repo: None,
@@ -66,8 +72,13 @@ fn main() -> anyhow::Result<()> {
             None,
         )
         .await?;
-        anyhow::Ok(cid)
+        anyhow::Ok((cid, zk))
     })?;
+    // The session holds the node's liveness: keep it (and its runtime) going.
+    std::thread::spawn(move || {
+        let _zk = zk;
+        rt.block_on(std::future::pending::<()>())
+    });
 
     let (mut fe, fe_port) = start_fe(&zookeeper, backend_port, &[])?;
     let (mut bare, bare_port) = start_fe(&zookeeper, backend_port, &["--no-metrics"])?;

@@ -7,7 +7,7 @@
 //! batch a fresh snapshot is swapped in. ZooKeeper being down only delays
 //! updates: requests keep using the last snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,9 @@ struct Model {
     routes: HashMap<String, FunctionId>,
     backends: HashMap<FunctionId, Vec<Backend>>,
     states: HashMap<(Ipv4Addr, Uuid), ContainerState>,
+    /// Nodes whose bismuthd holds no session (no `alive` znode): their
+    /// backends get no requests, whatever their last status says.
+    dead: HashSet<Ipv4Addr>,
 }
 
 impl Model {
@@ -40,6 +43,7 @@ impl Model {
                 .iter()
                 .filter(|b| {
                     self.states.get(&(b.ip, b.container_id)) == Some(&ContainerState::Running)
+                        && !self.dead.contains(&b.ip)
                 })
                 .copied()
                 .collect();
@@ -99,7 +103,35 @@ impl Model {
                 fresh.states.insert((b.ip, b.container_id), state);
             }
         }
+        let nodes: Vec<Ipv4Addr> = zk
+            .children_opt(paths::NODES)
+            .await?
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        let alive = zk
+            .get_many(
+                &nodes
+                    .iter()
+                    .map(|ip| paths::node_alive(*ip))
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+        for (ip, a) in nodes.into_iter().zip(alive) {
+            if a.is_none() {
+                fresh.dead.insert(ip);
+            }
+        }
         *self = fresh;
+        Ok(())
+    }
+
+    async fn refresh_alive(&mut self, zk: &Zk, ip: Ipv4Addr) -> Result<(), ZkError> {
+        if zk.exists(&paths::node_alive(ip)).await? {
+            self.dead.remove(&ip);
+        } else {
+            self.dead.insert(ip);
+        }
         Ok(())
     }
 
@@ -163,6 +195,7 @@ impl Model {
     async fn apply(&mut self, zk: &Zk, path: &str) -> Result<(), ZkError> {
         match paths::parse(path) {
             Some(Znode::Route(host)) => self.refresh_route(zk, host).await,
+            Some(Znode::NodeAlive(ip) | Znode::Node(ip)) => self.refresh_alive(zk, ip).await,
             Some(Znode::Function(id) | Znode::FunctionBackends(id)) => {
                 self.refresh_function(zk, id).await
             }

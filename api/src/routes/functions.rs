@@ -81,9 +81,7 @@ pub async fn update(
     } else {
         Some(parse_json(&body)?)
     };
-    Ok(Json(
-        deploy::redeploy(state.zk()?, id, new_def, timeout).await?,
-    ))
+    Ok(Json(deploy::redeploy(&state, id, new_def, timeout).await?))
 }
 
 /// `DELETE /function/{id}`: removes the function, its routes and containers.

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
             put(secrets::put).delete(secrets::delete),
         )
         .route("/node", get(nodes::list))
+        .route("/controller", get(nodes::controller))
         .route(
             "/openapi.json",
             get(|| async { axum::Json(crate::openapi::document()) }),

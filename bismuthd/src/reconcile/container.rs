@@ -470,6 +470,13 @@ fn failed(node: &Node, h: &Handle, a: &mut Actual, why: String) -> Action {
         "failed: {why}; restarting in {} ms",
         delay.as_millis()
     ));
+    node.status.report_failures(
+        h.cid,
+        bismuth_model::ContainerReport {
+            failures: a.failures,
+            reason: Some(why.clone()),
+        },
+    );
     *h.reason_lock() = Some(why);
     node.set_state(h, ContainerState::Failed);
     Action::requeue(delay)

@@ -90,6 +90,14 @@ impl Cluster {
     pub async fn backend(&self, function: Uuid, ip: Ipv4Addr, state: ContainerState) -> Uuid {
         if !self.zk.exists(&paths::node(ip)).await.unwrap() {
             nodes::provision(&self.zk, ip).await.unwrap();
+            // Alive, as its bismuthd would hold it.
+            self.zk
+                .create_ephemeral(
+                    &paths::node_alive(ip),
+                    br#"{"cpu":4.0,"memory":1073741824}"#,
+                )
+                .await
+                .unwrap();
         }
         let cid = backends::add_backend(&self.zk, function, ip).await.unwrap();
         self.set_state(ip, cid, state).await;

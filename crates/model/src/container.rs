@@ -124,3 +124,16 @@ mod tests {
         );
     }
 }
+
+/// What a node's bismuthd reports about a container beyond its state, in
+/// `/node/{ip}/container/{cid}/report`: the control plane moves one that
+/// keeps failing, and `GET /function/{id}` shows why it failed.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerReport {
+    /// Failures in a row (reset once it runs).
+    pub failures: u32,
+    /// Why it last failed, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

@@ -21,7 +21,7 @@ mod view;
 
 pub use backend::{pack_backends, unpack_backends, Backend, BackendDecodeError, BACKEND_LEN};
 pub use calls::{CallRecord, Calls};
-pub use container::{ContainerRecord, ContainerState, RecordDecodeError};
+pub use container::{ContainerRecord, ContainerReport, ContainerState, RecordDecodeError};
 pub use function::{FunctionDefinition, FunctionId, GitRepo, InvokeMode, Route, SvcQuotas};
 pub use invoke_syntax::{parse_invoke_mode, InvokeSyntaxError};
 pub use node::{NodeCapacity, NodeState, NodeStateDecodeError};

@@ -26,6 +26,12 @@ pub fn function_backends(id: Uuid) -> String {
     format!("{FUNCTIONS}/{id}/backends")
 }
 
+/// `/function/{id}/rollout`: the redeploy in progress (or the last one),
+/// JSON, carried out by the control-plane controller.
+pub fn function_rollout(id: Uuid) -> String {
+    format!("{FUNCTIONS}/{id}/rollout")
+}
+
 /// `/node/{ip}`: one byte, schedulable or drained.
 pub fn node(ip: Ipv4Addr) -> String {
     format!("{NODES}/{ip}")
@@ -35,6 +41,12 @@ pub fn node(ip: Ipv4Addr) -> String {
 /// data is the node's [`crate::NodeCapacity`] as JSON.
 pub fn node_alive(ip: Ipv4Addr) -> String {
     format!("{NODES}/{ip}/alive")
+}
+
+/// `/node/{ip}/evacuate`: present while the node is drained with
+/// evacuation (its instances move to other nodes).
+pub fn node_evacuate(ip: Ipv4Addr) -> String {
+    format!("{NODES}/{ip}/evacuate")
 }
 
 /// `/node/{ip}/container`: parent of the node's containers.
@@ -52,6 +64,13 @@ pub fn container_status(ip: Ipv4Addr, cid: Uuid) -> String {
     format!("{NODES}/{ip}/container/{cid}/status")
 }
 
+/// `/node/{ip}/container/{cid}/report`: what the node's bismuthd tells the
+/// control plane beyond the state: failures in a row and the last reason,
+/// JSON [`crate::ContainerReport`].
+pub fn container_report(ip: Ipv4Addr, cid: Uuid) -> String {
+    format!("{NODES}/{ip}/container/{cid}/report")
+}
+
 /// `/route/{hostname}`: the 16-byte id of the function the hostname routes to.
 /// `hostname` must already be normalized (see [`crate::hostname::normalize`]).
 pub fn route(hostname: &str) -> String {
@@ -63,11 +82,14 @@ pub fn route(hostname: &str) -> String {
 pub enum Znode<'a> {
     Function(Uuid),
     FunctionBackends(Uuid),
+    FunctionRollout(Uuid),
     Node(Ipv4Addr),
     NodeAlive(Ipv4Addr),
+    NodeEvacuate(Ipv4Addr),
     NodeContainers(Ipv4Addr),
     Container(Ipv4Addr, Uuid),
     ContainerStatus(Ipv4Addr, Uuid),
+    ContainerReport(Ipv4Addr, Uuid),
     Route(&'a str),
 }
 
@@ -82,14 +104,19 @@ pub fn parse(path: &str) -> Option<Znode<'_>> {
     Some(match (first, second, tail.as_slice()) {
         ("function", Some(id), []) => Znode::Function(id.parse().ok()?),
         ("function", Some(id), ["backends"]) => Znode::FunctionBackends(id.parse().ok()?),
+        ("function", Some(id), ["rollout"]) => Znode::FunctionRollout(id.parse().ok()?),
         ("node", Some(ip), []) => Znode::Node(ip.parse().ok()?),
         ("node", Some(ip), ["alive"]) => Znode::NodeAlive(ip.parse().ok()?),
+        ("node", Some(ip), ["evacuate"]) => Znode::NodeEvacuate(ip.parse().ok()?),
         ("node", Some(ip), ["container"]) => Znode::NodeContainers(ip.parse().ok()?),
         ("node", Some(ip), ["container", cid]) => {
             Znode::Container(ip.parse().ok()?, cid.parse().ok()?)
         }
         ("node", Some(ip), ["container", cid, "status"]) => {
             Znode::ContainerStatus(ip.parse().ok()?, cid.parse().ok()?)
+        }
+        ("node", Some(ip), ["container", cid, "report"]) => {
+            Znode::ContainerReport(ip.parse().ok()?, cid.parse().ok()?)
         }
         ("route", Some(host), []) if !host.is_empty() => Znode::Route(host),
         _ => return None,
@@ -107,6 +134,9 @@ mod tests {
         let cases = [
             (function(id), Znode::Function(id)),
             (function_backends(id), Znode::FunctionBackends(id)),
+            (function_rollout(id), Znode::FunctionRollout(id)),
+            (node_evacuate(ip), Znode::NodeEvacuate(ip)),
+            (container_report(ip, id), Znode::ContainerReport(ip, id)),
             (node(ip), Znode::Node(ip)),
             (node_alive(ip), Znode::NodeAlive(ip)),
             (node_containers(ip), Znode::NodeContainers(ip)),

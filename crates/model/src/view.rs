@@ -23,6 +23,9 @@ pub struct BackendStatus {
     pub backend: Backend,
     /// Its state (Invalid when no status has been reported).
     pub status: ContainerState,
+    /// Why it failed, when it is Failed (from its bismuthd's report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[cfg(test)]
@@ -40,6 +43,7 @@ mod tests {
         let view = FunctionView {
             definition: def,
             backends: vec![BackendStatus {
+                reason: None,
                 backend: Backend {
                     ip: Ipv4Addr::new(10, 0, 0, 1),
                     container_id: Uuid::nil(),

@@ -19,12 +19,26 @@ pub struct ZkArgs {
         default_value = "default"
     )]
     pub zookeeper_env: String,
+    /// Milliseconds without contact after which ZooKeeper ends a session
+    /// (and a node whose bismuthd held it counts as dead); the servers
+    /// clamp it to 2-20 ticks
+    #[arg(
+        long = "zookeeper-session-timeout-ms",
+        env = "BISMUTH_ZOOKEEPER_SESSION_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub session_timeout_ms: u64,
 }
 
 impl ZkArgs {
     /// Validates the flags into a [`ZkConfig`] with default timeouts.
     pub fn config(&self) -> Result<ZkConfig, ConfigError> {
-        ZkConfig::new(&self.zookeeper, &self.zookeeper_env)
+        if !(400..=600_000).contains(&self.session_timeout_ms) {
+            return Err(ConfigError::SessionTimeout(self.session_timeout_ms));
+        }
+        let mut c = ZkConfig::new(&self.zookeeper, &self.zookeeper_env)?;
+        c.session_timeout = Duration::from_millis(self.session_timeout_ms);
+        Ok(c)
     }
 }
 
@@ -39,6 +53,10 @@ pub struct ZkConfig {
     pub session_timeout: Duration,
     /// How long connecting may take before giving up.
     pub connect_timeout: Duration,
+    /// Keep the session open when the process ends (its ephemeral znodes
+    /// live until it times out): bismuthd, whose restart must not look like
+    /// the node's death.
+    pub detached: bool,
 }
 
 /// A bad `--zookeeper` or `--zookeeper-env` value.
@@ -55,11 +73,14 @@ pub enum ConfigError {
     /// The environment name cannot be a znode name.
     #[error("invalid --zookeeper-env {0:?}: use 1-64 letters, digits, '-' or '_'")]
     Env(String),
+    /// The session timeout is out of range.
+    #[error("invalid --zookeeper-session-timeout-ms {0}: use 400 to 600000")]
+    SessionTimeout(u64),
 }
 
 impl ZkConfig {
     /// Validates a server list and environment name; timeouts get defaults
-    /// (10 s session, 5 s connect).
+    /// (10 s session, 5 s connect; the daemons' flag defaults to 5 s).
     pub fn new(servers: &str, env: &str) -> Result<Self, ConfigError> {
         let bad = |reason: String| ConfigError::Servers {
             value: servers.to_owned(),
@@ -97,6 +118,7 @@ impl ZkConfig {
             env: env.to_owned(),
             session_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            detached: false,
         })
     }
 

@@ -156,6 +156,17 @@ impl Zk {
         }
     }
 
+    /// Whether `path` is an ephemeral znode held by this handle's current
+    /// session (`false` if it does not exist or another session holds it).
+    pub async fn holds(&self, path: &str) -> Result<bool, ZkError> {
+        let client = self.client().await?;
+        match client.check_stat(path).await {
+            Ok(stat) => Ok(stat.is_some_and(|s| s.ephemeral_owner == client.session_id().0)),
+            Err(zkc::Error::NoNode) => Ok(false),
+            Err(e) => Err(ZkError::from_client("stat", path, e)),
+        }
+    }
+
     /// Reads a znode's data and version.
     pub async fn get(&self, path: &str) -> Result<Versioned<Vec<u8>>, ZkError> {
         let client = self.client().await?;
@@ -387,7 +398,11 @@ async fn new_session(config: &ZkConfig, chroot: &str) -> Result<zkc::Client, ZkE
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
     let mut attempt = 0;
     loop {
-        let connect = zkc::Client::connector()
+        let mut connector = zkc::Client::connector();
+        if config.detached {
+            connector = connector.with_detached();
+        }
+        let connect = connector
             .with_session_timeout(config.session_timeout)
             .with_connection_timeout(config.connect_timeout)
             .with_fail_eagerly()

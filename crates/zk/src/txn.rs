@@ -12,6 +12,10 @@ enum Op {
         path: String,
         data: Vec<u8>,
     },
+    CreateEphemeral {
+        path: String,
+        data: Vec<u8>,
+    },
     Set {
         path: String,
         data: Vec<u8>,
@@ -30,7 +34,7 @@ enum Op {
 impl Op {
     fn describe(&self) -> (&'static str, &str) {
         match self {
-            Op::Create { path, .. } => ("create", path),
+            Op::Create { path, .. } | Op::CreateEphemeral { path, .. } => ("create", path),
             Op::Set { path, .. } => ("set", path),
             Op::Delete { path, .. } => ("delete", path),
             Op::Check { path, .. } => ("check", path),
@@ -53,6 +57,19 @@ impl Txn {
     /// Creates a persistent znode (fails if it exists).
     pub fn create(&mut self, path: impl Into<String>, data: impl Into<Vec<u8>>) -> &mut Self {
         self.ops.push(Op::Create {
+            path: path.into(),
+            data: data.into(),
+        });
+        self
+    }
+
+    /// Creates an ephemeral znode, held by this session (fails if it exists).
+    pub fn create_ephemeral(
+        &mut self,
+        path: impl Into<String>,
+        data: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.ops.push(Op::CreateEphemeral {
             path: path.into(),
             data: data.into(),
         });
@@ -113,9 +130,11 @@ impl Zk {
         let client = self.client().await?;
         let mut writer = client.new_multi_writer();
         let options = persistent();
+        let ephemeral = crate::session::ephemeral();
         for op in &txn.ops {
             let added = match op {
                 Op::Create { path, data } => writer.add_create(path, data, &options),
+                Op::CreateEphemeral { path, data } => writer.add_create(path, data, &ephemeral),
                 Op::Set {
                     path,
                     data,

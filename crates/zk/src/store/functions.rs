@@ -110,6 +110,9 @@ pub async fn delete_function(zk: &Zk, id: FunctionId) -> Result<(), StoreError> 
                 }
             }
         }
+        if zk.exists(&paths::function_rollout(id)).await? {
+            txn.delete(paths::function_rollout(id), None);
+        }
         txn.delete(paths::function_backends(id), Some(backends.version))
             .delete(paths::function(id), Some(def.version));
         match zk.commit(&txn).await {
@@ -180,7 +183,21 @@ pub async fn describe_function(zk: &Zk, id: FunctionId) -> Result<FunctionView, 
         let status = super::backends::container_state(zk, backend.ip, backend.container_id)
             .await?
             .unwrap_or(ContainerState::Invalid);
-        out.push(BackendStatus { backend, status });
+        let reason = if status == ContainerState::Failed {
+            zk.get_opt(&paths::container_report(backend.ip, backend.container_id))
+                .await?
+                .and_then(|r| {
+                    serde_json::from_slice::<bismuth_model::ContainerReport>(&r.value).ok()
+                })
+                .and_then(|r| r.reason)
+        } else {
+            None
+        };
+        out.push(BackendStatus {
+            backend,
+            status,
+            reason,
+        });
     }
     Ok(FunctionView {
         definition,
