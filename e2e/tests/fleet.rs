@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::http::Method;
 use bismuth_e2e::Fleet;
@@ -117,9 +117,56 @@ async fn survives_a_zookeeper_server(fleet: &mut Fleet) {
     delete(fleet, second).await;
 }
 
+/// A host killed outright: requests succeed again at once from the other
+/// instance, its instance runs elsewhere within seconds; booted again, it
+/// removes the stale instance before anything routes to it.
+async fn replaces_a_dead_host(fleet: &mut Fleet) {
+    let fid = fleet.create(&hello(2)).await;
+    let nodes = serving(fleet, fid, 2).await;
+    let victim = fleet.host(nodes[0].parse().unwrap());
+    let url = fleet.fe_url(&format!("/invoke/{fid}/"));
+
+    let killed = Instant::now();
+    fleet.kill(victim).unwrap();
+    // Requests: every one after the first success must succeed.
+    let served_again = eventually("a request to succeed after the kill", RUNNING, || async {
+        let r = http::request(Method::GET, &url, &[], "").await.ok()?;
+        (r.status == 200).then(|| killed.elapsed())
+    })
+    .await;
+    let replaced = eventually("two Running instances on alive hosts", RUNNING, || async {
+        let now = running_on(fleet, fid).await;
+        let victim_ip = fleet.hosts[victim].ip.to_string();
+        (now.len() == 2 && !now.contains(&victim_ip)).then(|| killed.elapsed())
+    })
+    .await;
+    for _ in 0..20 {
+        let r = http::request(Method::GET, &url, &[], "").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    println!("host killed: requests served again after {served_again:?}, instance replaced after {replaced:?}");
+    assert!(served_again < Duration::from_secs(5), "{served_again:?}");
+    assert!(replaced < Duration::from_secs(10), "{replaced:?}");
+
+    // It boots again: its stale instance goes; exactly two run.
+    fleet.boot(victim).unwrap();
+    fleet
+        .endpoints
+        .eventually_alive(3, RUNNING)
+        .await
+        .unwrap();
+    eventually("the stale instance gone from the host", RUNNING, || async {
+        fleet.hosts[victim].tasks().is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(running_on(fleet, fid).await.len(), 2);
+    delete(fleet, fid).await;
+}
+
 #[tokio::test]
 async fn fleet_suite() {
     let mut fleet = Fleet::start(3).await.unwrap();
     spreads_and_serves(&fleet).await;
+    replaces_a_dead_host(&mut fleet).await;
     survives_a_zookeeper_server(&mut fleet).await;
 }
