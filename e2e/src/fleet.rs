@@ -72,7 +72,10 @@ pub struct Fleet {
     pub endpoints: Endpoints,
     bridge: String,
     dir: tempfile::TempDir,
-    daemons: Vec<(&'static str, Child, PathBuf)>,
+    /// Root-namespace daemons: (name, port, process, log).
+    daemons: Vec<(&'static str, u16, Child, PathBuf)>,
+    /// The api's flags but `--listen`, for more api processes.
+    api_args: Vec<String>,
 }
 
 impl std::ops::Deref for Fleet {
@@ -128,6 +131,7 @@ impl Fleet {
             bridge,
             dir,
             daemons: Vec::new(),
+            api_args: Vec::new(),
         };
         let f = &mut fleet;
         f.ctl(&["bootstrap"])?;
@@ -210,13 +214,11 @@ impl Fleet {
         }
 
         let zk = f.zookeeper.connect_string();
-        let api_args = vec![
+        f.api_args = vec![
             "--zookeeper".into(),
             zk.clone(),
             "--zookeeper-env".into(),
             ENV.into(),
-            "--listen".into(),
-            format!("127.0.0.1:{}", f.api_port),
             "--bismuthd-port".into(),
             BISMUTHD_PORT.to_string(),
             "--svc-store".into(),
@@ -224,7 +226,7 @@ impl Fleet {
             "--secret-key-file".into(),
             key.to_string_lossy().into_owned(),
         ];
-        f.spawn("api", &api_args, f.api_port).await?;
+        f.start_api_on(f.api_port).await?;
         let fe_args = vec![
             "--zookeeper".into(),
             zk,
@@ -264,6 +266,38 @@ impl Fleet {
         Ok(())
     }
 
+    /// Starts one more api process on a free port; returns the port.
+    pub async fn start_api(&mut self) -> anyhow::Result<u16> {
+        let port = free_port()?;
+        self.start_api_on(port).await?;
+        Ok(port)
+    }
+
+    /// Starts an api process on `port` again (after [`kill_api`](Self::kill_api)).
+    pub async fn restart_api_on(&mut self, port: u16) -> anyhow::Result<()> {
+        self.start_api_on(port).await
+    }
+
+    async fn start_api_on(&mut self, port: u16) -> anyhow::Result<()> {
+        let mut args = self.api_args.clone();
+        args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
+        self.spawn("api", &args, port).await
+    }
+
+    /// SIGKILLs the api process on `port` (no step-down: its leadership
+    /// ends with its session).
+    pub fn kill_api(&mut self, port: u16) {
+        if let Some(i) = self
+            .daemons
+            .iter()
+            .position(|d| d.0 == "api" && d.1 == port)
+        {
+            let (_, _, mut child, _) = self.daemons.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Runs a root-namespace daemon and waits for its `/healthz`.
     async fn spawn(
         &mut self,
@@ -292,7 +326,7 @@ impl Fleet {
                 .await
                 .is_ok_and(|r| r.status == 200)
             {
-                self.daemons.push((name, child, log));
+                self.daemons.push((name, port, child, log));
                 return Ok(());
             }
             if let Some(status) = child.try_wait()? {
@@ -357,7 +391,7 @@ impl Fleet {
     /// The last lines of every daemon's log.
     pub fn logs(&self) -> String {
         let mut out = Vec::new();
-        for (name, _, log) in &self.daemons {
+        for (name, _, _, log) in &self.daemons {
             out.push(format!("--- {name} (last 40 lines) ---\n{}", tail(log, 40)));
         }
         for h in &self.hosts {
@@ -376,7 +410,7 @@ impl Drop for Fleet {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
-        for (_, child, _) in self.daemons.iter_mut().rev() {
+        for (_, _, child, _) in self.daemons.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -150,16 +150,83 @@ async fn replaces_a_dead_host(fleet: &mut Fleet) {
 
     // It boots again: its stale instance goes; exactly two run.
     fleet.boot(victim).unwrap();
-    fleet
-        .endpoints
-        .eventually_alive(3, RUNNING)
-        .await
-        .unwrap();
+    fleet.endpoints.eventually_alive(3, RUNNING).await.unwrap();
     eventually("the stale instance gone from the host", RUNNING, || async {
         fleet.hosts[victim].tasks().is_empty().then_some(())
     })
     .await;
     assert_eq!(running_on(fleet, fid).await.len(), 2);
+    delete(fleet, fid).await;
+}
+
+/// `GET /controller` on the api at `port`: (leader id, whether this one leads).
+async fn controller(port: u16) -> Option<(String, bool)> {
+    let r = http::get(&format!("http://127.0.0.1:{port}/controller"))
+        .await
+        .ok()?;
+    let v = r.json();
+    Some((
+        v["leader"]["id"].as_str()?.to_owned(),
+        v["this_process_leads"].as_bool()?,
+    ))
+}
+
+/// Two api processes: exactly one leads; killed, the other takes over
+/// within the session timeout, and a redeploy asked of the survivor while
+/// the leader dies mid-rollout is completed.
+async fn one_leader_and_failover(fleet: &mut Fleet) {
+    let main = fleet.api_port;
+    let second = fleet.start_api().await.unwrap();
+    let (leader, _) = eventually("a leader", RUNNING, || controller(main)).await;
+    let views = [
+        controller(main).await.unwrap(),
+        controller(second).await.unwrap(),
+    ];
+    assert!(views.iter().all(|(l, _)| *l == leader), "{views:?}");
+    assert_eq!(
+        views.iter().filter(|(_, leads)| *leads).count(),
+        1,
+        "{views:?}"
+    );
+    let (leading, other) = if views[0].1 {
+        (main, second)
+    } else {
+        (second, main)
+    };
+
+    // A redeploy through the other api; the leader dies as it starts.
+    let fid = fleet.create(&hello(1)).await;
+    let before = serving(fleet, fid, 1).await;
+    let old = fleet.backends(fid).await[0].0;
+    let put_url = format!("http://127.0.0.1:{other}/function/{fid}");
+    let put = tokio::spawn(async move { http::request(Method::PUT, &put_url, &[], "").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let killed = Instant::now();
+    fleet.kill_api(leading);
+    let took_over = eventually("the other api to lead", RUNNING, || async {
+        let (_, leads) = controller(other).await?;
+        leads.then(|| killed.elapsed())
+    })
+    .await;
+    let r = put.await.unwrap().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let backends = v["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 1, "{v}");
+    assert_eq!(backends[0]["status"], "Running");
+    assert_ne!(backends[0]["backend"]["container_id"], old.to_string());
+    println!("leader killed: the other api led after {took_over:?}; the rollout completed ({before:?} → {})", backends[0]["backend"]["ip"]);
+    assert!(took_over < Duration::from_secs(10), "{took_over:?}");
+
+    // Back to one api on the main port.
+    if leading == main {
+        fleet.restart_api_on(main).await.unwrap();
+    }
+    fleet.kill_api(second);
+    eventually("the main api to lead", RUNNING, || async {
+        controller(main).await?.1.then_some(())
+    })
+    .await;
     delete(fleet, fid).await;
 }
 
@@ -169,4 +236,5 @@ async fn fleet_suite() {
     spreads_and_serves(&fleet).await;
     replaces_a_dead_host(&mut fleet).await;
     survives_a_zookeeper_server(&mut fleet).await;
+    one_leader_and_failover(&mut fleet).await;
 }
