@@ -10,7 +10,7 @@ use bismuth_model::{
 use bismuth_zk::{Zk, ZkError};
 use serde::Serialize;
 
-use crate::schedule::Candidate;
+use bismuth_model::placement::Candidate;
 
 /// One node, read from ZooKeeper.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::cluster::{candidates, read_nodes};
 use crate::controller::rollout::{self, Rollout, RolloutState};
 use crate::error::ApiError;
-use crate::schedule::place;
+use bismuth_model::placement::place;
 
 const ATTEMPTS: u32 = 20;
 

@@ -37,6 +37,9 @@ pub enum ApiError {
     /// No node can take the instances.
     #[error("{0}")]
     NoRoom(String),
+    /// The request conflicts with the cluster's state (nothing was changed).
+    #[error("{0}")]
+    Conflict(String),
     /// A redeploy's new instances did not become Running in time; rolled back.
     #[error("{0}")]
     Timeout(String),
@@ -59,7 +62,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::FunctionNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::RouteTaken { .. } => StatusCode::CONFLICT,
+            ApiError::RouteTaken { .. } | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NoRoom(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,

@@ -1,10 +1,12 @@
 //! The api: Bismuth's control plane.
 //!
 //! [`routes`] is the HTTP surface (wire-compatible with the original
-//! Bismuth API, plus `GET /function`, `GET /node` and secrets); [`deploy`]
-//! creates and redeploys functions with version-checked transactions;
-//! [`schedule`] decides placement from the [`cluster`] snapshot; every error
-//! maps to a status in [`error`]. Start at [`run`].
+//! Bismuth API, plus `GET /function`, `GET /node`, node drains, secrets and
+//! `GET /controller`); it writes desired state: [`deploy`] creates
+//! functions (placing them with `bismuth_model::placement` on the
+//! [`cluster`] snapshot) and requests redeploys. The [`controller`], run
+//! by whichever api process leads, keeps every function served. Every
+//! error maps to a status in [`error`]. Start at [`run`].
 
 pub mod cluster;
 pub mod config;
@@ -14,7 +16,6 @@ pub mod error;
 mod metrics;
 pub mod openapi;
 pub mod routes;
-pub mod schedule;
 pub mod state;
 
 use bismuth_zk::Zk;

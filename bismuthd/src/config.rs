@@ -95,6 +95,11 @@ pub struct Args {
     /// Milliseconds a removed container gets between SIGTERM and SIGKILL
     #[arg(long, default_value_t = 5_000)]
     pub stop_grace_ms: u64,
+    /// Milliseconds a Running container that ZooKeeper no longer wants keeps
+    /// serving before it is stopped, so frontends stop sending to it first
+    /// (a redeploy or an evacuation fails no request)
+    #[arg(long, default_value_t = 1_000)]
+    pub unroute_delay_ms: u64,
     /// Milliseconds in-flight requests get to finish after SIGTERM
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -141,6 +146,7 @@ pub struct Config {
     pub restart_backoff: Duration,
     pub restart_backoff_max: Duration,
     pub stop_grace: Duration,
+    pub unroute_delay: Duration,
     pub shutdown_grace: Duration,
     pub resync: Duration,
     pub reconcile_concurrency: usize,
@@ -275,6 +281,7 @@ impl Args {
             restart_backoff: Duration::from_millis(self.restart_backoff_ms),
             restart_backoff_max: Duration::from_millis(self.restart_backoff_max_ms),
             stop_grace: Duration::from_millis(self.stop_grace_ms),
+            unroute_delay: Duration::from_millis(self.unroute_delay_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             resync: Duration::from_millis(self.resync_ms),
             reconcile_concurrency: self.reconcile_concurrency,

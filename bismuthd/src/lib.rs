@@ -180,6 +180,7 @@ pub async fn clean_up(cfg: Config) -> anyhow::Result<Report> {
     let puller = Puller::new(cfg.registry.clone())?;
     let cfg = Config {
         otlp_endpoint: None,
+        unroute_delay: Duration::ZERO,
         ..cfg
     };
     let node = Node::new(cfg, zk, runtime::Runtime { ctd }, puller);

@@ -352,6 +352,17 @@ impl Fleet {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs `bismuthctl` without blocking the runtime (so load keeps
+    /// flowing meanwhile); its whole output, failed or not.
+    pub async fn ctl_output(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(tokio::process::Command::new(binaries()?.join("bismuthctl"))
+            .args(["--zookeeper", &self.zookeeper.connect_string()])
+            .args(["--zookeeper-env", ENV])
+            .args(args)
+            .output()
+            .await?)
+    }
+
     /// The index of the host with address `ip`.
     pub fn host(&self, ip: Ipv4Addr) -> usize {
         self.hosts

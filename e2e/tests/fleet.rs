@@ -7,7 +7,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
 
 use ::http::Method;
 use bismuth_e2e::Fleet;
@@ -230,11 +234,119 @@ async fn one_leader_and_failover(fleet: &mut Fleet) {
     delete(fleet, fid).await;
 }
 
-#[tokio::test]
+/// A load client: how many requests it got 200 for, and the failures.
+type Client = JoinHandle<(u64, Vec<String>)>;
+
+/// Sends requests through bismuthfe from `clients` tasks until stopped.
+fn load(url: String, clients: usize) -> (Arc<AtomicBool>, Vec<Client>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = (0..clients)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match http::request(Method::GET, &url, &[], "").await {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        other => failed.push(format!("{:?}", other.map(|r| (r.status, r.text())))),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    (stop, tasks)
+}
+
+async fn stop_load(stop: Arc<AtomicBool>, tasks: Vec<Client>) -> (u64, Vec<String>) {
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for t in tasks {
+        let (o, f) = t.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    (ok, failed)
+}
+
+/// `drain --evacuate` under load: replacements first, no failed request;
+/// unknown nodes and no room elsewhere are clear errors that change nothing.
+async fn evacuates_without_a_failed_request(fleet: &mut Fleet) {
+    let fid = fleet.create(&hello(2)).await;
+    let nodes = serving(fleet, fid, 2).await;
+    let url = fleet.fe_url(&format!("/invoke/{fid}/"));
+    let (stop, tasks) = load(url, 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let out = fleet
+        .ctl_output(&["drain", &nodes[0], "--evacuate", "--timeout-s", "60"])
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, failed) = stop_load(stop, tasks).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("is empty"), "{stdout}");
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        ok,
+        &failed[..failed.len().min(5)]
+    );
+    let now = running_on(fleet, fid).await;
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(!now.contains(&nodes[0]), "{now:?}");
+    let drained = fleet.host(nodes[0].parse().unwrap());
+    eventually("the drained host's containers stopped", RUNNING, || async {
+        fleet.hosts[drained].tasks().is_empty().then_some(())
+    })
+    .await;
+    println!("drain --evacuate: {ok} requests, none failed; the node was empty after {took:?}");
+    fleet.ctl(&["undrain", &nodes[0]]).unwrap();
+    delete(fleet, fid).await;
+
+    // Bad input: an unknown node; no room elsewhere (one big instance per host).
+    let out = fleet
+        .ctl_output(&["drain", "10.255.255.1", "--evacuate"])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("10.255.255.1"),
+        "{out:?}"
+    );
+    let mut big = hello(3);
+    big["cpu"] = json!(1.5);
+    let fid = fleet.create(&big).await;
+    let nodes = serving(fleet, fid, 3).await;
+    let out = fleet
+        .ctl_output(&["drain", &nodes[0], "--evacuate"])
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no other alive, enabled node has room"),
+        "{stderr}"
+    );
+    let listed = fleet.ctl(&["list-nodes"]).unwrap();
+    assert!(!listed.contains("drained"), "nothing changed: {listed}");
+    assert_eq!(running_on(fleet, fid).await.len(), 3);
+    delete(fleet, fid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_suite() {
     let mut fleet = Fleet::start(3).await.unwrap();
     spreads_and_serves(&fleet).await;
     replaces_a_dead_host(&mut fleet).await;
     survives_a_zookeeper_server(&mut fleet).await;
     one_leader_and_failover(&mut fleet).await;
+    evacuates_without_a_failed_request(&mut fleet).await;
 }

@@ -7,7 +7,7 @@
 //! touches: it reads the view, asks [`plan`] what to do (replace instances
 //! of dead nodes, remove extras, move failing ones and those of evacuated
 //! nodes, carry out a [`rollout`]), places new instances with
-//! [`crate::schedule::place`], and commits it all in one ZooKeeper
+//! [`bismuth_model::placement::place`], and commits it all in one ZooKeeper
 //! transaction that also checks the leader's epoch. Conflicts and errors
 //! requeue the function with jittered backoff; the view catches up from
 //! the watch meanwhile.
@@ -359,7 +359,8 @@ fn decide(ctx: &Ctx, id: FunctionId) -> Outcome {
     let placed = (1..=decided.place)
         .rev()
         .find_map(|k| {
-            crate::schedule::place(candidates.clone(), def.value.cpu, def.value.memory, k).ok()
+            bismuth_model::placement::place(candidates.clone(), def.value.cpu, def.value.memory, k)
+                .ok()
         })
         .unwrap_or_default();
     let node_versions = placed

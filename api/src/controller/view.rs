@@ -16,7 +16,7 @@ use bismuth_zk::{Versioned, Zk, ZkError};
 use uuid::Uuid;
 
 use super::rollout::{self, Rollout};
-use crate::schedule::Candidate;
+use bismuth_model::placement::Candidate;
 
 /// A node as the controller sees it.
 #[derive(Clone, Debug, Default, PartialEq)]

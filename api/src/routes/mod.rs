@@ -38,6 +38,8 @@ pub fn router(state: AppState) -> Router {
             put(secrets::put).delete(secrets::delete),
         )
         .route("/node", get(nodes::list))
+        .route("/node/{ip}/drain", axum::routing::post(nodes::drain))
+        .route("/node/{ip}/undrain", axum::routing::post(nodes::undrain))
         .route("/controller", get(nodes::controller))
         .route(
             "/openapi.json",

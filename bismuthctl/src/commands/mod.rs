@@ -29,10 +29,11 @@ pub enum Command {
     Provision(provision::Args),
     /// Remove a node; --force also removes its containers
     Deprovision(deprovision::Args),
-    /// Stop scheduling new containers on a node (it keeps what it runs)
+    /// Stop scheduling new containers on a node; --evacuate also moves its
+    /// instances to other nodes (replacements first) and waits until it is empty
     Drain(drain::Args),
-    /// Make a drained node schedulable again
-    Undrain(drain::Args),
+    /// Make a drained node schedulable again (ends an evacuation)
+    Undrain(drain::UndrainArgs),
     /// List nodes with their state and containers
     ListNodes(list_nodes::Args),
     /// List functions with their image, mode, routes and backends
@@ -68,8 +69,8 @@ impl Command {
             Command::Bootstrap => bootstrap::run(zk, out).await,
             Command::Provision(args) => provision::run(zk, args, out).await,
             Command::Deprovision(args) => deprovision::run(zk, args, out).await,
-            Command::Drain(args) => drain::run(zk, args, false, out).await,
-            Command::Undrain(args) => drain::run(zk, args, true, out).await,
+            Command::Drain(args) => drain::run(zk, args, out).await,
+            Command::Undrain(args) => drain::undrain(zk, args, out).await,
             Command::ListNodes(args) => list_nodes::run(zk, args, out).await,
             Command::ListFunctions(args) => list_functions::run(zk, args, out).await,
             Command::GetFunction(args) => get_function::run(zk, args, out).await,

@@ -1,5 +1,6 @@
-//! A container ZooKeeper no longer wants (or `--clean-up`): everything
-//! named by its id goes, each step tolerating "already gone": the task
+//! A container ZooKeeper no longer wants (or `--clean-up`): a Running one
+//! keeps serving for `--unroute-delay-ms` first; then everything named by
+//! its id goes, each step tolerating "already gone": the task
 //! (SIGTERM, SIGKILL after the grace period), the container record and
 //! snapshot, the rules element, the veth and namespace, the svcprovider,
 //! the files, and last its /30.
@@ -25,7 +26,12 @@ pub async fn remove(node: &Node, cid: Uuid) -> Result<Action, Error> {
         None => None,
     };
     if let Some(h) = &handle {
-        // Stop serving it before anything is taken away.
+        // Frontends learn it is unwanted from the same ZooKeeper change that
+        // brought us here: let them stop sending to it while it still
+        // answers, then stop serving it before anything is taken away.
+        if h.state() == ContainerState::Running && !cfg.unroute_delay.is_zero() {
+            tokio::time::sleep(cfg.unroute_delay).await;
+        }
         h.state.send_replace(ContainerState::Invalid);
     }
     // Its network: known, or from the container's label (a leftover).

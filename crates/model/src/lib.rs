@@ -16,6 +16,7 @@ pub mod image_ref;
 mod invoke_syntax;
 mod node;
 pub mod paths;
+pub mod placement;
 mod validate;
 mod view;
 

@@ -54,6 +54,114 @@ pub async fn set_state(zk: &Zk, ip: Ipv4Addr, state: NodeState) -> Result<(), St
     }
 }
 
+/// Drains a node (it takes no new containers); with `evacuate`, also asks
+/// the controller to move its instances away (`/node/{ip}/evacuate`),
+/// replacements first. One transaction.
+pub async fn drain(zk: &Zk, ip: Ipv4Addr, evacuate: bool) -> Result<(), StoreError> {
+    let mut txn = Txn::new();
+    txn.set(paths::node(ip), NodeState::Disabled.encode(), None);
+    if evacuate && !zk.exists(&paths::node_evacuate(ip)).await? {
+        txn.create(paths::node_evacuate(ip), Vec::new());
+    }
+    match zk.commit(&txn).await {
+        Err(ZkError::NoNode { .. }) => Err(StoreError::NodeNotFound(ip)),
+        Err(ZkError::NodeExists { .. }) => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Makes a drained node schedulable again and ends an evacuation.
+pub async fn undrain(zk: &Zk, ip: Ipv4Addr) -> Result<(), StoreError> {
+    let mut txn = Txn::new();
+    txn.set(paths::node(ip), NodeState::Enabled.encode(), None);
+    if zk.exists(&paths::node_evacuate(ip)).await? {
+        txn.delete(paths::node_evacuate(ip), None);
+    }
+    match zk.commit(&txn).await {
+        Err(ZkError::NoNode { path }) if path == paths::node(ip) => {
+            Err(StoreError::NodeNotFound(ip))
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Whether the other alive, schedulable nodes have room for every
+/// instance on `ip`; `Some(why not)` when they do not.
+pub async fn evacuation_shortfall(zk: &Zk, ip: Ipv4Addr) -> Result<Option<String>, StoreError> {
+    use bismuth_model::placement::{place, Candidate};
+    use bismuth_model::{FunctionDefinition, NodeCapacity};
+    use std::collections::HashMap;
+
+    let nodes = list_nodes(zk).await?;
+    if !nodes.iter().any(|n| n.ip == ip) {
+        return Err(StoreError::NodeNotFound(ip));
+    }
+    let mut defs: HashMap<FunctionId, FunctionDefinition> = HashMap::new();
+    for f in nodes
+        .iter()
+        .flat_map(|n| &n.containers)
+        .filter_map(|c| c.function)
+    {
+        if let std::collections::hash_map::Entry::Vacant(e) = defs.entry(f) {
+            if let Ok(d) = super::functions::get_function(zk, f).await {
+                e.insert(d.value);
+            }
+        }
+    }
+    let mut candidates = Vec::new();
+    for n in nodes.iter().filter(|n| n.ip != ip && n.enabled) {
+        if zk.exists(&paths::node_evacuate(n.ip)).await? {
+            continue;
+        }
+        let Some(alive) = zk.get_opt(&paths::node_alive(n.ip)).await? else {
+            continue;
+        };
+        let Ok(cap) = serde_json::from_slice::<NodeCapacity>(&alive.value) else {
+            continue;
+        };
+        let (mut cpu, mut memory) = (0.0, 0u64);
+        for d in n.containers.iter().filter_map(|c| defs.get(&c.function?)) {
+            cpu += d.cpu;
+            memory += d.memory;
+        }
+        candidates.push(Candidate {
+            ip: n.ip,
+            free_cpu: cap.cpu - cpu,
+            free_memory: cap.memory.saturating_sub(memory),
+            instances: 0,
+        });
+    }
+    let leaving = nodes
+        .iter()
+        .find(|n| n.ip == ip)
+        .map(|n| n.containers.clone())
+        .unwrap_or_default();
+    // Place the leaving instances one by one on what is left.
+    for (k, c) in leaving.iter().enumerate() {
+        let Some(def) = c.function.and_then(|f| defs.get(&f)) else {
+            continue;
+        };
+        match place(candidates.clone(), def.cpu, def.memory, 1) {
+            Ok(chosen) => {
+                if let Some(n) = candidates.iter_mut().find(|n| n.ip == chosen[0]) {
+                    n.free_cpu -= def.cpu;
+                    n.free_memory -= def.memory;
+                }
+            }
+            Err(_) => {
+                return Ok(Some(format!(
+                    "no other alive, enabled node has room for instance {} of {} on {ip} (it needs {} cpu and {} bytes of memory)",
+                    k + 1,
+                    leaving.len(),
+                    def.cpu,
+                    def.memory
+                )))
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Reads a node's state.
 pub async fn get_state(zk: &Zk, ip: Ipv4Addr) -> Result<NodeState, StoreError> {
     get_decoded(zk, &paths::node(ip), NodeState::decode)

@@ -1,6 +1,6 @@
 //! Placement: which nodes get a function's new instances. Pure logic over a
-//! snapshot of the nodes; [`crate::cluster`] reads the snapshot and
-//! [`crate::deploy`] writes the result with version checks.
+//! snapshot of the nodes' free room; the api (creates and its controller)
+//! and `bismuthctl drain --evacuate` (is there room elsewhere?) use it.
 
 use std::net::Ipv4Addr;
 
