@@ -15,6 +15,7 @@
 mod alive;
 mod calls;
 pub mod config;
+mod cutoff;
 mod events;
 mod exec;
 mod files;
@@ -118,7 +119,8 @@ pub async fn run(
     node.ctl
         .enqueue_all(found.iter().map(|cid| Key::Container(*cid)));
     tokio::spawn(events::watch_exits(Arc::clone(&node), tasks.clone()));
-    tokio::spawn(watch_wanted(Arc::clone(&node), base, tasks.clone()));
+    tokio::spawn(watch_wanted(Arc::clone(&node), base.clone(), tasks.clone()));
+    tokio::spawn(cutoff::watch(Arc::clone(&node), base, tasks.clone()));
     tokio::spawn(resync(Arc::clone(&node), tasks.clone()));
     tokio::spawn(alive::hold(
         zk.clone(),

@@ -18,8 +18,9 @@ pub struct Args {
     /// Port bismuthd listens on, on every node
     #[arg(long, env = "BISMUTH_BACKEND_PORT", default_value_t = 8001)]
     pub backend_port: u16,
-    /// Milliseconds to wait for a backend to accept a connection before trying the next
-    #[arg(long, default_value_t = 2_000)]
+    /// Milliseconds to wait for a backend to accept a connection before
+    /// trying the next (a node cut off answers nothing: keep it short)
+    #[arg(long, default_value_t = 500)]
     pub connect_timeout_ms: u64,
     /// Milliseconds to wait for a backend's response headers (504 after that)
     #[arg(long, default_value_t = 300_000)]
@@ -93,7 +94,7 @@ impl Config {
         Config {
             zk,
             backend_port: 8001,
-            connect_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
             response_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             hold_refused: Duration::from_secs(5),

@@ -341,6 +341,54 @@ async fn evacuates_without_a_failed_request(fleet: &mut Fleet) {
     delete(fleet, fid).await;
 }
 
+/// A host cut off the network: its instance runs elsewhere, requests go on
+/// succeeding, the cut-off host stops its stale instance on its own; healed,
+/// exactly the wanted instances run.
+async fn partition_and_heal(fleet: &mut Fleet) {
+    let fid = fleet.create(&hello(2)).await;
+    let nodes = serving(fleet, fid, 2).await;
+    let victim = fleet.host(nodes[0].parse().unwrap());
+    let victim_ip = nodes[0].clone();
+    let url = fleet.fe_url(&format!("/invoke/{fid}/"));
+    let cut = Instant::now();
+    fleet.partition(victim).unwrap();
+    let served = eventually("a request to succeed after the cut", RUNNING, || async {
+        let r = http::request(Method::GET, &url, &[], "").await.ok()?;
+        (r.status == 200).then(|| cut.elapsed())
+    })
+    .await;
+    let replaced = eventually(
+        "two Running instances off the cut host",
+        RUNNING,
+        || async {
+            let now = running_on(fleet, fid).await;
+            (now.len() == 2 && !now.contains(&victim_ip)).then(|| cut.elapsed())
+        },
+    )
+    .await;
+    let stopped = eventually("the cut-off host to stop its instance", RUNNING, || async {
+        fleet.hosts[victim]
+            .tasks()
+            .is_empty()
+            .then(|| cut.elapsed())
+    })
+    .await;
+    for _ in 0..10 {
+        let r = http::request(Method::GET, &url, &[], "").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    fleet.heal(victim).unwrap();
+    fleet.endpoints.eventually_alive(3, RUNNING).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(running_on(fleet, fid).await.len(), 2);
+    assert!(
+        fleet.hosts[victim].tasks().is_empty(),
+        "the stale instance came back"
+    );
+    println!("partition: served again after {served:?}, replaced after {replaced:?}, the cut-off host stopped its instance after {stopped:?}");
+    delete(fleet, fid).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_suite() {
     let mut fleet = Fleet::start(3).await.unwrap();
@@ -349,4 +397,5 @@ async fn fleet_suite() {
     survives_a_zookeeper_server(&mut fleet).await;
     one_leader_and_failover(&mut fleet).await;
     evacuates_without_a_failed_request(&mut fleet).await;
+    partition_and_heal(&mut fleet).await;
 }

@@ -156,6 +156,16 @@ impl Zk {
         }
     }
 
+    /// Whether the session is connected to a server now (without opening a
+    /// new one): `false` while disconnected, and once it has ended.
+    pub async fn is_connected(&self) -> bool {
+        let client = self.inner.client.lock().await;
+        matches!(
+            client.state(),
+            zkc::SessionState::SyncConnected | zkc::SessionState::ConnectedReadOnly
+        )
+    }
+
     /// Whether `path` is an ephemeral znode held by this handle's current
     /// session (`false` if it does not exist or another session holds it).
     pub async fn holds(&self, path: &str) -> Result<bool, ZkError> {
