@@ -14,6 +14,7 @@ packages=(
   prometheus           # scrapes every daemon in start_all.sh; promtool checks metrics and rules in the tests
   protobuf-compiler    # containerd-client compiles containerd's gRPC definitions
   iproute2 nftables    # container network namespaces, veths and isolation rules
+  procps               # ps: scripts/fleet-net.sh finds a killed host's processes
   libc6-dev            # static libc for bismuth-runner (it runs inside any image)
   git curl
   ca-certificates
