@@ -45,7 +45,7 @@ pub const PATHS: &[Operation] = &[
     Operation { method: "get", path: "/function", summary: "List functions with their backends", request: None, response: Some("FunctionList") },
     Operation { method: "post", path: "/function", summary: "Create a function and place its instances", request: Some("FunctionDefinition"), response: Some("Created") },
     Operation { method: "get", path: "/function/{id}", summary: "A function's definition and backends", request: None, response: Some("FunctionView") },
-    Operation { method: "put", path: "/function/{id}", summary: "New definition, or empty body to redeploy; waits for a new instance to run (query timeout_ms)", request: Some("FunctionDefinition"), response: Some("FunctionView") },
+    Operation { method: "put", path: "/function/{id}", summary: "New definition, or empty body to redeploy: a rollout the controller carries out; returns once the new instances run and the old ones are gone (query timeout_ms)", request: Some("FunctionDefinition"), response: Some("FunctionView") },
     Operation { method: "delete", path: "/function/{id}", summary: "Delete a function, its routes and containers", request: None, response: None },
     Operation { method: "get", path: "/function/{id}/logs", summary: "Containers' output; follow=true streams Server-Sent Events", request: None, response: None },
     Operation { method: "put", path: "/function/{id}/secrets/{key}", summary: "Set a secret (body is the value); never readable through the api", request: None, response: None },
@@ -53,6 +53,9 @@ pub const PATHS: &[Operation] = &[
     Operation { method: "get", path: "/function/{id}/calls", summary: "The function's last invocations from every node, newest first (query limit, 1-1000, default 100)", request: None, response: Some("Calls") },
     Operation { method: "get", path: "/metrics", summary: "Prometheus metrics (text format)", request: None, response: None },
     Operation { method: "get", path: "/node", summary: "Nodes with state, liveness, capacity and load", request: None, response: Some("NodeList") },
+    Operation { method: "post", path: "/node/{ip}/drain", summary: "No new containers on the node; with evacuate, its instances move to other nodes (409 when they lack room)", request: Some("DrainRequest"), response: None },
+    Operation { method: "post", path: "/node/{ip}/undrain", summary: "The node takes new containers again; an evacuation ends", request: None, response: None },
+    Operation { method: "get", path: "/controller", summary: "Which api process runs the controller, and whether it is this one", request: None, response: None },
     Operation { method: "get", path: "/openapi.json", summary: "This document", request: None, response: None },
 ];
 
@@ -81,6 +84,11 @@ pub fn document() -> Value {
         gen.subschema_for::<bismuth_model::Calls>().to_value(),
     );
     named.insert("Created".into(), gen.subschema_for::<Created>().to_value());
+    named.insert(
+        "DrainRequest".into(),
+        gen.subschema_for::<crate::routes::DrainRequest>()
+            .to_value(),
+    );
     named.insert("Error".into(), gen.subschema_for::<ErrorBody>().to_value());
     let mut schemas = gen.take_definitions(true);
     // List types are inline schemas; give them names too.

@@ -706,7 +706,8 @@ async fn openapi_document_describes_every_routed_operation() {
         let path = op
             .path
             .replace("{id}", &Uuid::new_v4().to_string())
-            .replace("{key}", "k");
+            .replace("{key}", "k")
+            .replace("{ip}", "10.9.9.9");
         let method = Method::from_bytes(op.method.to_uppercase().as_bytes()).unwrap();
         let r = c.call(method, &path, "").await;
         assert_ne!(
@@ -723,4 +724,61 @@ async fn openapi_document_describes_every_routed_operation() {
             op.path
         );
     }
+}
+
+#[tokio::test]
+async fn drain_checks_the_node_and_the_room_for_an_evacuation() {
+    let c = Cluster::start().await;
+    c.node(A, 1.0, 8 * GIB).await;
+    c.node(B, 1.0, 8 * GIB).await;
+    // One 0.75-cpu instance per node: neither can take the other's.
+    let big = def(&[], 2).replace("0.25", "0.75");
+    let r = c.call(Method::POST, "/function", big).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+
+    let r = c
+        .call(
+            Method::POST,
+            &format!("/node/{A}/drain"),
+            r#"{"evacuate": true}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert!(
+        r.error().contains("no other alive, enabled node has room"),
+        "{}",
+        r.error()
+    );
+    assert!(r.error().contains("nothing was changed"), "{}", r.error());
+    let nodes = c.call(Method::GET, "/node", "").await.json();
+    assert!(
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] == "enabled"),
+        "{nodes}"
+    );
+    assert!(!c.zk.exists(&paths::node_evacuate(A)).await.unwrap());
+
+    let r = c.call(Method::POST, "/node/10.9.9.9/drain", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.error().contains("10.9.9.9"), "{}", r.error());
+    let r = c
+        .call(
+            Method::POST,
+            &format!("/node/{A}/drain"),
+            r#"{"evacuate": 1}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+
+    // A plain drain needs no room; undrain undoes it.
+    let r = c.call(Method::POST, &format!("/node/{A}/drain"), "").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["state"], "drained");
+    let r = c
+        .call(Method::POST, &format!("/node/{A}/undrain"), "")
+        .await;
+    assert_eq!(r.json()["state"], "enabled");
 }

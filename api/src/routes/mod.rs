@@ -4,6 +4,7 @@
 mod calls;
 mod functions;
 pub use functions::Listed;
+pub use nodes::DrainRequest;
 mod logs;
 mod nodes;
 mod secrets;
