@@ -33,6 +33,7 @@ async fn plan_instances(
     count: usize,
 ) -> Result<Vec<Backend>, ApiError> {
     let nodes = read_nodes(zk).await?;
+    beyond_the_fleet(&nodes, def, count)?;
     let ips = place(candidates(&nodes, function), def.cpu, def.memory, count)
         .map_err(ApiError::NoRoom)?;
     let mut bumped = HashSet::new();
@@ -55,6 +56,73 @@ async fn plan_instances(
         added.push(Backend { ip, container_id });
     }
     Ok(added)
+}
+
+/// A 400 naming the field when no node, or the whole fleet even empty, could
+/// ever hold what is asked (a full fleet is a 503 instead: room may come).
+fn beyond_the_fleet(
+    nodes: &[crate::cluster::NodeView],
+    def: &FunctionDefinition,
+    count: usize,
+) -> Result<(), ApiError> {
+    let offered: Vec<bismuth_model::NodeCapacity> = nodes
+        .iter()
+        .filter(|n| n.alive && n.state == "enabled")
+        .filter_map(|n| n.capacity)
+        .collect();
+    if offered.is_empty() {
+        return Ok(());
+    }
+    let field = |field: &str, message: String| {
+        ApiError::Invalid(bismuth_model::InvalidDefinition(vec![
+            bismuth_model::FieldError {
+                field: field.to_owned(),
+                message,
+            },
+        ]))
+    };
+    let max_memory = offered.iter().map(|c| c.memory).max().unwrap_or(0);
+    if def.memory > max_memory {
+        return Err(field(
+            "memory",
+            format!(
+                "{} bytes is more than any node offers (the most is {max_memory})",
+                def.memory
+            ),
+        ));
+    }
+    let max_cpu = offered.iter().map(|c| c.cpu).fold(0.0, f64::max);
+    if def.cpu > max_cpu + 1e-9 {
+        return Err(field(
+            "cpu",
+            format!(
+                "{} cores is more than any node offers (the most is {max_cpu})",
+                def.cpu
+            ),
+        ));
+    }
+    // How many fit on an empty fleet, node by node.
+    let fit: usize = offered
+        .iter()
+        .map(|c| {
+            let by_cpu = ((c.cpu + 1e-9) / def.cpu).floor() as usize;
+            let by_memory = (c.memory / def.memory.max(1)) as usize;
+            by_cpu.min(by_memory)
+        })
+        .sum();
+    if count > fit {
+        return Err(field(
+            "max_instances",
+            format!(
+                "{count} instances of {} cores and {} bytes do not fit even on an empty fleet \
+                 (its {} alive nodes hold at most {fit})",
+                def.cpu,
+                def.memory,
+                offered.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The 409 for a route znode that already existed.

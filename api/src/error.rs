@@ -49,6 +49,12 @@ pub enum ApiError {
     /// ZooKeeper (or another dependency) cannot be reached now.
     #[error("{0}")]
     Unavailable(String),
+    /// A body over its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A request target over its limit.
+    #[error("{0}")]
+    UriTooLong(String),
     /// Stored data is corrupt or an invariant broke.
     #[error("{0}")]
     Internal(String),
@@ -66,6 +72,8 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NoRoom(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,7 +132,7 @@ impl From<StoreError> for ApiError {
 /// Parses a JSON body, naming the field at fault.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path.is_empty() || path == "." {
@@ -132,7 +140,27 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         } else {
             ApiError::BadJson(format!("invalid JSON at {path}: {inner}"))
         }
-    })
+    })?;
+    // One JSON value, nothing after it but whitespace.
+    de.end()
+        .map_err(|e| ApiError::BadJson(format!("invalid JSON: {e} after the object")))?;
+    Ok(value)
+}
+
+/// The largest function definition accepted: ZooKeeper refuses a request
+/// over 1 MiB (`jute.maxbuffer`), and a create writes the definition in one
+/// transaction beside its backends and routes.
+pub const MAX_DEFINITION_BYTES: usize = 512 * 1024;
+
+/// 413 for a definition over [`MAX_DEFINITION_BYTES`].
+pub fn check_definition_size(body: &[u8]) -> Result<(), ApiError> {
+    if body.len() > MAX_DEFINITION_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "the definition is {} bytes; the limit is {MAX_DEFINITION_BYTES} bytes (512 KiB)",
+            body.len()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -158,5 +186,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("image"), "{e}");
+    }
+
+    #[test]
+    fn bytes_after_the_object_are_refused() {
+        let ok = br#"{"image": "busybox", "cpu": 1, "memory": 8388608, "invoke_mode": {"Executable": ["/bin/cat"]}}"#;
+        assert!(parse_json::<FunctionDefinition>(ok).is_ok());
+        let mut trailing = ok.to_vec();
+        trailing.extend_from_slice(b"  \n");
+        assert!(parse_json::<FunctionDefinition>(&trailing).is_ok());
+        for junk in [&b"xx"[..], b"{}", b"]"] {
+            let mut body = ok.to_vec();
+            body.extend_from_slice(junk);
+            let e = parse_json::<FunctionDefinition>(&body).unwrap_err();
+            assert!(e.to_string().contains("after the object"), "{e}");
+        }
     }
 }

@@ -26,6 +26,10 @@ pub struct AppState {
 struct Inner {
     config: Config,
     zk: OnceLock<Zk>,
+    /// Whether the session is connected, refreshed every 200 ms: requests
+    /// answer 503 at once while ZooKeeper is away instead of waiting out
+    /// the client's timeouts.
+    connected: std::sync::atomic::AtomicBool,
     http: Client<HttpConnector, Empty<Bytes>>,
     /// Opened once (at start-up, or at the first secret write if the store
     /// was away then) and shared by every secret write.
@@ -53,6 +57,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 config,
                 zk: OnceLock::new(),
+                connected: std::sync::atomic::AtomicBool::new(false),
                 http,
                 secrets: tokio::sync::OnceCell::new(),
                 metrics: Arc::new(crate::metrics::ApiMetrics::new()),
@@ -67,15 +72,42 @@ impl AppState {
     }
 
     /// Installs the ZooKeeper handle.
+    /// Installs the ZooKeeper handle and starts watching its connection.
     pub fn set_zk(&self, zk: Zk) {
-        let _ = self.inner.zk.set(zk);
+        use std::sync::atomic::Ordering;
+        self.inner.connected.store(true, Ordering::Relaxed);
+        let _ = self.inner.zk.set(zk.clone());
+        let inner = std::sync::Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let up = zk.is_connected().await;
+                inner.connected.store(up, Ordering::Relaxed);
+                if !up {
+                    // An ended session is only replaced on use: use it.
+                    let _ = zk.exists("/").await;
+                }
+            }
+        });
     }
 
-    /// The ZooKeeper handle, or 503 while the api is still connecting.
+    /// The ZooKeeper handle, or 503 while the api is still connecting or
+    /// ZooKeeper is unreachable.
     pub fn zk(&self) -> Result<&Zk, ApiError> {
-        self.inner.zk.get().ok_or_else(|| {
+        let zk = self.inner.zk.get().ok_or_else(|| {
             ApiError::Unavailable("not connected to ZooKeeper yet; retry shortly".into())
-        })
+        })?;
+        if !self
+            .inner
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(ApiError::Unavailable(
+                "ZooKeeper cannot be reached; retry shortly".into(),
+            ));
+        }
+        Ok(zk)
     }
 
     /// The configuration.

@@ -145,8 +145,8 @@ async fn errors_are_4xx_with_json_and_write_nothing() {
             Method::POST,
             "/function".into(),
             def(&[], 50),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no node has room for instance",
+            StatusCode::BAD_REQUEST,
+            "max_instances: 50 instances",
         ),
         (
             Method::GET,
@@ -781,4 +781,89 @@ async fn drain_checks_the_node_and_the_room_for_an_evacuation() {
         .call(Method::POST, &format!("/node/{A}/undrain"), "")
         .await;
     assert_eq!(r.json()["state"], "enabled");
+}
+
+#[tokio::test]
+async fn edges_are_clear_errors_and_write_nothing() {
+    let c = Cluster::start().await;
+    c.node(A, 2.0, 8 * GIB).await;
+
+    // A definition larger than ZooKeeper can take: 413 naming the limit.
+    let huge = def(&[], 1).replacen(
+        "\"busybox\"",
+        &format!("\"busybox{}\"", "a".repeat(1_650_000)),
+        1,
+    );
+    let r = c.call(Method::POST, "/function", huge).await;
+    assert_eq!(
+        r.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        &r.body[..100.min(r.body.len())]
+    );
+    assert!(r.error().contains("524288"), "{}", r.error());
+    // Over the body limit of every route: still JSON.
+    let r = c.call(Method::POST, "/function", vec![b' '; 3 << 20]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.error().contains("larger than"), "{}", r.error());
+
+    // Bytes after the object.
+    let r = c
+        .call(Method::POST, "/function", format!("{}xx", def(&[], 1)))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(r.error().contains("after the object"), "{}", r.error());
+
+    // What no node, or the whole fleet, could ever hold: 400 naming the field.
+    let r = c
+        .call(
+            Method::POST,
+            "/function",
+            def(&[], 1).replace("16777216", &(64 * GIB).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(r.error().contains("memory:"), "{}", r.error());
+    let r = c.call(Method::POST, "/function", def(&[], 5000)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(r.error().contains("max_instances:"), "{}", r.error());
+    let r = c.call(Method::POST, "/function", def(&[], 20000)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(r.error().contains("at most 10000"), "{}", r.error());
+    let listed = c.call(Method::GET, "/function", "").await.json();
+    assert_eq!(listed, serde_json::json!([]), "nothing was written");
+
+    // The framework's own answers are JSON too.
+    let r = c.call(Method::DELETE, "/node", "").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.error().contains("method not allowed"), "{}", r.error());
+    let r = c
+        .call(
+            Method::GET,
+            &format!("/function/{}", "x".repeat(10_000)),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::URI_TOO_LONG);
+    assert!(r.error().contains("limit"), "{}", r.error());
+
+    // ZooKeeper away: 503 at once, not after the client's timeouts.
+    let mut c = c;
+    c.zookeeper.stop();
+    bismuth_testkit::eventually("the api to notice", Duration::from_secs(20), || async {
+        (c.call(Method::GET, "/function", "").await.status == StatusCode::SERVICE_UNAVAILABLE)
+            .then_some(())
+    })
+    .await;
+    for path in ["/function", "/node"] {
+        let t = std::time::Instant::now();
+        let r = c.call(Method::GET, path, "").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.error().contains("ZooKeeper"), "{}", r.error());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{path}: {:?}",
+            t.elapsed()
+        );
+    }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::function_id;
 use crate::deploy;
-use crate::error::{parse_json, ApiError};
+use crate::error::{check_definition_size, parse_json, ApiError};
 use crate::state::AppState;
 
 /// `POST /function`: `{"id": "…"}`.
@@ -22,6 +22,7 @@ pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    check_definition_size(&body)?;
     let def: FunctionDefinition = parse_json(&body)?;
     let id = deploy::create(state.zk()?, &def).await?;
     Ok(Json(serde_json::json!({ "id": id })))
@@ -76,6 +77,7 @@ pub async fn update(
         })?),
         None => state.config().redeploy_timeout,
     };
+    check_definition_size(&body)?;
     let new_def = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {

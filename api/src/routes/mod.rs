@@ -52,7 +52,61 @@ pub fn router(state: AppState) -> Router {
             ApiError::NotFound("no such endpoint".into())
         })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// The largest request body (definitions are held to less: see
+/// `error::MAX_DEFINITION_BYTES`).
+const MAX_BODY_BYTES: usize = 2 << 20;
+/// The longest request target (path and query).
+const MAX_URI_BYTES: usize = 8 << 10;
+
+/// Every error is JSON `{"error": "…"}`, including those the framework
+/// answers itself (405, 413) and an over-long URI (414).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let uri_len = req.uri().to_string().len();
+    if uri_len > MAX_URI_BYTES {
+        return ApiError::UriTooLong(format!(
+            "the request target is {uri_len} bytes; the limit is {MAX_URI_BYTES}"
+        ))
+        .into_response();
+    }
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let message = match status {
+        http::StatusCode::METHOD_NOT_ALLOWED => match resp
+            .headers()
+            .get(http::header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(allowed) if !allowed.is_empty() => {
+                format!("method not allowed on this path; allowed: {allowed}")
+            }
+            _ => "method not allowed on this path (the API is described at /openapi.json)".into(),
+        },
+        http::StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes (2 MiB)")
+        }
+        other => other
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase(),
+    };
+    let mut json = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+    if let Some(allow) = resp.headers().get(http::header::ALLOW) {
+        json.headers_mut()
+            .insert(http::header::ALLOW, allow.clone());
+    }
+    json
 }
 
 /// `GET /metrics`: Prometheus' text format.

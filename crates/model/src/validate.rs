@@ -12,6 +12,9 @@ pub const MIN_MEMORY: u64 = 4 * 1024 * 1024;
 /// The most CPU a single function may ask for, in cores.
 pub const MAX_CPU: f64 = 256.0;
 
+/// The most instances a function may ask for.
+pub const MAX_INSTANCES: u32 = 10_000;
+
 /// One thing wrong with a definition, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
@@ -94,6 +97,14 @@ impl FunctionDefinition {
         }
         if self.max_instances == 0 {
             err("max_instances", "must be at least 1".into());
+        } else if self.max_instances > MAX_INSTANCES {
+            err(
+                "max_instances",
+                format!(
+                    "must be at most {MAX_INSTANCES}, got {}",
+                    self.max_instances
+                ),
+            );
         }
         let mut seen = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
