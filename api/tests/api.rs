@@ -406,6 +406,12 @@ async fn redeploy_that_never_runs_is_rolled_back() {
         .await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", r.body);
     assert!(r.error().contains("rolled back"), "{}", r.error());
+    // It says which new instance did not run, and where.
+    assert!(
+        r.error().contains("instance ") && r.error().contains("on node 10.0.0.1"),
+        "{}",
+        r.error()
+    );
     let after = c
         .call(Method::GET, &format!("/function/{id}"), "")
         .await

@@ -407,14 +407,17 @@ async fn consistency_finds_and_fixes_a_broken_tree() {
         format!("function {f} lists route ok.example, but /route/ok.example is missing"),
         format!("container {good} on node 10.0.0.1 has no status znode"),
         "/route/junk.example: expected a 16-byte function id".to_owned(),
+        format!("function {f} has 3 backends but wants 1 and no rollout is under way"),
     ] {
         assert!(report.stdout.contains(&expected), "missing {expected:?} in:\n{}", report.stdout);
     }
     let json: serde_json::Value =
         serde_json::from_str(&env.run(&["consistency", "--json"]).await.stdout).unwrap();
-    assert_eq!(json.as_array().unwrap().len(), 7);
+    assert_eq!(json.as_array().unwrap().len(), 8);
 
-    // --fix repairs all but the undecodable route, which it leaves for a human.
+    // --fix repairs all but the undecodable route, which it leaves for a
+    // human, and the extra backends, which are the controller's to remove
+    // (here the two bad ones go with their own findings).
     let fixed = env.run(&["consistency", "--fix"]).await;
     assert_eq!(fixed.code, 3, "{}", fixed.stdout);
     assert_eq!(
@@ -425,6 +428,11 @@ async fn consistency_finds_and_fixes_a_broken_tree() {
     );
     assert!(
         fixed.stdout.contains("not fixed: /route/junk.example"),
+        "{}",
+        fixed.stdout
+    );
+    assert!(
+        fixed.stdout.contains("not fixed: function"),
         "{}",
         fixed.stdout
     );

@@ -135,6 +135,13 @@ async fn python_server_from_create_to_delete() {
         .unwrap()
         .success());
     assert_eq!(sys.wait_status(fid, "Failed", SETTLE).await, new);
+    // GET says why (the reason comes from bismuthd's report).
+    let reason = eventually("the failure's reason", SETTLE, || async {
+        let f = sys.function(fid).await;
+        f["backends"][0]["reason"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(reason.contains("process"), "{reason}");
     assert_eq!(sys.wait_status(fid, "Running", RUNNING).await, new);
     let logs = sys
         .api(Method::GET, &format!("/function/{fid}/logs"), "")

@@ -55,6 +55,13 @@ pub enum Finding {
     },
     /// A function has no backends znode.
     BackendsMissing { function: FunctionId },
+    /// A function lists more backends than it wants, with no rollout under
+    /// way (the control-plane controller removes extras: is one running?).
+    MoreBackendsThanWanted {
+        function: FunctionId,
+        backends: usize,
+        wanted: u32,
+    },
     /// A znode's data cannot be decoded (reported, never deleted).
     Unreadable { path: String, reason: String },
 }
@@ -62,7 +69,10 @@ pub enum Finding {
 impl Finding {
     /// Whether [`fix`] repairs this kind of finding.
     pub fn fixable(&self) -> bool {
-        !matches!(self, Finding::Unreadable { .. })
+        !matches!(
+            self,
+            Finding::Unreadable { .. } | Finding::MoreBackendsThanWanted { .. }
+        )
     }
 }
 
@@ -95,6 +105,11 @@ impl fmt::Display for Finding {
             Finding::BackendsMissing { function } => {
                 write!(f, "function {function} has no backends znode")
             }
+            Finding::MoreBackendsThanWanted { function, backends, wanted } => write!(
+                f,
+                "function {function} has {backends} backends but wants {wanted} and no rollout is under way; \
+                 the controller removes extras (is an api process leading? GET /controller)"
+            ),
             Finding::Unreadable { path, reason } => write!(f, "{path}: {reason}"),
         }
     }
@@ -191,6 +206,22 @@ pub async fn check(zk: &Zk) -> Result<Vec<Finding>, StoreError> {
     }
 
     for (function, list) in &backends {
+        if let Some(Some(def)) = functions.get(function) {
+            let rolling = zk
+                .get_opt(&paths::function_rollout(*function))
+                .await?
+                .is_some_and(|r| {
+                    serde_json::from_slice::<serde_json::Value>(&r.value)
+                        .is_ok_and(|v| v["state"] == "running")
+                });
+            if list.len() > def.max_instances as usize && !rolling {
+                findings.push(Finding::MoreBackendsThanWanted {
+                    function: *function,
+                    backends: list.len(),
+                    wanted: def.max_instances,
+                });
+            }
+        }
         for b in list {
             if !nodes.contains(&b.ip) {
                 findings.push(Finding::BackendOnUnknownNode {
@@ -330,6 +361,9 @@ async fn fix_one(zk: &Zk, finding: &Finding) -> Result<FixOutcome, ZkError> {
         }
         Finding::Unreadable { .. } => Ok(FixOutcome::Skipped(
             "undecodable data is left for an operator to inspect".into(),
+        )),
+        Finding::MoreBackendsThanWanted { .. } => Ok(FixOutcome::Skipped(
+            "the control-plane controller decides which instances go".into(),
         )),
     }
 }
