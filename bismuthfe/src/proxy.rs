@@ -61,6 +61,15 @@ impl Proxy {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(cfg.connect_timeout));
         connector.enforce_http(true);
+        // A pooled connection to a node that died or was cut off must not
+        // hold requests for the response timeout: keepalive probes find an
+        // idle one dead within about 5 s, and data the peer does not
+        // acknowledge for 10 s ends a busy one (a slow function's kernel
+        // still acknowledges, so slow answers are unaffected).
+        connector.set_keepalive(Some(Duration::from_secs(2)));
+        connector.set_keepalive_interval(Some(Duration::from_secs(1)));
+        connector.set_keepalive_retries(Some(3));
+        connector.set_tcp_user_timeout(Some(Duration::from_secs(10)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);

@@ -197,6 +197,9 @@ impl Fleet {
                 &key.to_string_lossy(),
                 "--stop-grace-ms",
                 "2000",
+                // Five failures in a row (when a container moves) come quickly.
+                "--restart-backoff-ms",
+                "200",
             ]
             .map(String::from)
             .to_vec();
@@ -361,6 +364,28 @@ impl Fleet {
             .args(args)
             .output()
             .await?)
+    }
+
+    /// Removes the test image from host `i` (its containers then fail to
+    /// start: no registry is reachable), or puts it back.
+    pub fn set_image(&self, i: usize, present: bool) -> anyhow::Result<()> {
+        let h = &self.hosts[i];
+        if present {
+            let busybox = self.dir.path().join("busybox.tar");
+            self.ctl(&[
+                "image",
+                "import",
+                &busybox.to_string_lossy(),
+                "--containerd",
+                &h.containerd.socket().to_string_lossy(),
+            ])?;
+        } else {
+            let out = h
+                .containerd
+                .ctr(NAMESPACE, &["images", "rm", images::BUSYBOX_REF])?;
+            ensure!(out.status.success(), "ctr images rm: {out:?}");
+        }
+        Ok(())
     }
 
     /// The index of the host with address `ip`.

@@ -45,6 +45,26 @@ async fn running_on(fleet: &Fleet, fid: Uuid) -> Vec<String> {
         .collect()
 }
 
+/// A function's backends as (container id, node address).
+async fn backends_on(fleet: &Fleet, fid: Uuid) -> Vec<(Uuid, String)> {
+    let f = fleet.function(fid).await;
+    f["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["backend"]["container_id"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+                b["backend"]["ip"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Waits until `n` instances run, and bismuthfe answers from them.
 async fn serving(fleet: &Fleet, fid: Uuid, n: usize) -> Vec<String> {
     let nodes = eventually(
@@ -346,10 +366,19 @@ async fn evacuates_without_a_failed_request(fleet: &mut Fleet) {
 /// exactly the wanted instances run.
 async fn partition_and_heal(fleet: &mut Fleet) {
     let fid = fleet.create(&hello(2)).await;
-    let nodes = serving(fleet, fid, 2).await;
-    let victim = fleet.host(nodes[0].parse().unwrap());
-    let victim_ip = nodes[0].clone();
+    serving(fleet, fid, 2).await;
     let url = fleet.fe_url(&format!("/invoke/{fid}/"));
+    // Cut the host this client's requests go to (rendezvous hashing of its
+    // address ranks it first), with bismuthfe's connection to it pooled.
+    let r = http::request(Method::GET, &url, &[], "").await.unwrap();
+    let serving_cid: Uuid = r.header("x-bismuth-container-id").parse().unwrap();
+    let victim_ip = backends_on(fleet, fid)
+        .await
+        .into_iter()
+        .find(|(cid, _)| *cid == serving_cid)
+        .map(|(_, ip)| ip)
+        .unwrap();
+    let victim = fleet.host(victim_ip.parse().unwrap());
     let cut = Instant::now();
     fleet.partition(victim).unwrap();
     let served = eventually("a request to succeed after the cut", RUNNING, || async {
@@ -389,6 +418,37 @@ async fn partition_and_heal(fleet: &mut Fleet) {
     delete(fleet, fid).await;
 }
 
+/// An instance that fails five times in a row on a host (its image is gone
+/// there) moves to another host, where it runs.
+async fn moves_a_failing_instance(fleet: &mut Fleet) {
+    let bad = 0;
+    let bad_ip = fleet.hosts[bad].ip.to_string();
+    fleet.set_image(bad, false).unwrap();
+    // Place it on the bad host: the others take nothing meanwhile.
+    let others: Vec<String> = fleet.hosts[1..].iter().map(|h| h.ip.to_string()).collect();
+    for ip in &others {
+        fleet.ctl(&["drain", ip]).unwrap();
+    }
+    let fid = fleet.create(&hello(1)).await;
+    assert_eq!(fleet.backends(fid).await.len(), 1);
+    for ip in &others {
+        fleet.ctl(&["undrain", ip]).unwrap();
+    }
+    let moved = eventually("the instance to run on another host", RUNNING, || async {
+        let now = running_on(fleet, fid).await;
+        (now.len() == 1 && now[0] != bad_ip).then(|| now[0].clone())
+    })
+    .await;
+    assert_eq!(
+        fleet.backends(fid).await.len(),
+        1,
+        "the failing one is gone"
+    );
+    println!("failing instance on {bad_ip} moved to {moved}");
+    fleet.set_image(bad, true).unwrap();
+    delete(fleet, fid).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_suite() {
     let mut fleet = Fleet::start(3).await.unwrap();
@@ -398,4 +458,5 @@ async fn fleet_suite() {
     one_leader_and_failover(&mut fleet).await;
     evacuates_without_a_failed_request(&mut fleet).await;
     partition_and_heal(&mut fleet).await;
+    moves_a_failing_instance(&mut fleet).await;
 }
