@@ -107,15 +107,7 @@ impl NodeMetrics {
 
     /// A container start that reached Running: every phase it went through.
     pub fn started(&self, p: &Phases, ready: Option<Duration>, total: Option<Duration>) {
-        let phases = [
-            ("image", p.image),
-            ("network", p.network),
-            ("svcprovider", p.svcprovider),
-            ("create", p.create),
-            ("ready", ready),
-            ("total", total),
-        ];
-        for (phase, d) in phases {
+        for (phase, d) in p.named(ready, total) {
             if let Some(d) = d {
                 self.start
                     .get_or_create(&PhaseLabel { phase })

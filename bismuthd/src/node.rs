@@ -65,6 +65,26 @@ pub struct Phases {
     pub create: Option<std::time::Duration>,
 }
 
+impl Phases {
+    /// Each phase by name with its duration: the ones recorded here, then
+    /// `ready` (process start → Running) and `total` (first reconcile →
+    /// Running) as measured at the end.
+    pub fn named(
+        &self,
+        ready: Option<std::time::Duration>,
+        total: Option<std::time::Duration>,
+    ) -> [(&'static str, Option<std::time::Duration>); 6] {
+        [
+            ("image", self.image),
+            ("network", self.network),
+            ("svcprovider", self.svcprovider),
+            ("create", self.create),
+            ("ready", ready),
+            ("total", total),
+        ]
+    }
+}
+
 /// One container bismuthd runs or has to remove.
 #[derive(Debug)]
 pub struct Handle {

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use bismuth_testkit::{container_net, die_with_parent, free_port, images, Containerd, ZkEnsemble};
 
 use crate::{binaries, runner, tail, workspace, Endpoints, ENV, NAMESPACE};
@@ -309,50 +309,14 @@ impl Fleet {
         port: u16,
     ) -> anyhow::Result<()> {
         let log = self.dir.path().join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        let mut cmd = Command::new(binaries()?.join(name));
-        cmd.args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file);
-        die_with_parent(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        let url = format!("http://127.0.0.1:{port}/healthz");
-        for _ in 0..300 {
-            if bismuth_testkit::http::get(&url)
-                .await
-                .is_ok_and(|r| r.status == 200)
-            {
-                self.daemons.push((name, port, child, log));
-                return Ok(());
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("{name} exited with {status}:\n{}", tail(&log, 20));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("{name} did not answer /healthz within 30 s")
+        let child = crate::start_daemon(name, args, port, &log, &[]).await?;
+        self.daemons.push((name, port, child, log));
+        Ok(())
     }
 
     /// Runs `bismuthctl` against the ensemble; its stdout.
     pub fn ctl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(binaries()?.join("bismuthctl"))
-            .args(["--zookeeper", &self.zookeeper.connect_string()])
-            .args(["--zookeeper-env", ENV])
-            .args(args)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "bismuthctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::bismuthctl(&self.zookeeper.connect_string(), args)
     }
 
     /// Runs `bismuthctl` without blocking the runtime (so load keeps

@@ -329,25 +329,13 @@ impl System {
         port: u16,
     ) -> anyhow::Result<()> {
         let log = self.dir.path().join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        let mut cmd = Command::new(binaries()?.join(name));
+        let mut env = Vec::new();
         if let Some(endpoint) = &self.otlp_endpoint {
             // Batches every 200 ms rather than 5 s: tests wait for them.
-            cmd.env("BISMUTH_OTLP_ENDPOINT", endpoint)
-                .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+            env.push(("BISMUTH_OTLP_ENDPOINT", endpoint.as_str()));
+            env.push(("OTEL_BSP_SCHEDULE_DELAY", "200"));
         }
-        cmd.args(&args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file);
-        die_with_parent(&mut cmd);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("failed to start {name}"))?;
+        let child = start_daemon(name, &args, port, &log, &env).await?;
         self.daemons.push(Daemon {
             name,
             child,
@@ -355,34 +343,12 @@ impl System {
             args,
             port,
         });
-        let url = format!("http://127.0.0.1:{port}/healthz");
-        for _ in 0..300 {
-            if http::get(&url).await.is_ok_and(|r| r.status == 200) {
-                return Ok(());
-            }
-            if let Some(d) = self.daemons.last_mut() {
-                if let Some(status) = d.child.try_wait()? {
-                    bail!("{name} exited with {status}:\n{}", tail(&d.log, 20));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("{name} did not answer /healthz within 30 s")
+        Ok(())
     }
 
     /// Runs `bismuthctl` against this system's ZooKeeper; its stdout.
     pub fn ctl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(binaries()?.join("bismuthctl"))
-            .args(["--zookeeper", &self.zookeeper.connect_string()])
-            .args(["--zookeeper-env", ENV])
-            .args(args)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "bismuthctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        bismuthctl(&self.zookeeper.connect_string(), args)
     }
 
     /// `ctr` in bismuthd's namespace; its stdout.
@@ -479,6 +445,61 @@ impl Drop for System {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
     }
+}
+
+/// Runs the built daemon `name` with `args` (and `env`), its output
+/// appended to `log`, and waits until `127.0.0.1:{port}` answers `/healthz`.
+pub(crate) async fn start_daemon(
+    name: &str,
+    args: &[String],
+    port: u16,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut cmd = Command::new(binaries()?.join(name));
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    die_with_parent(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("failed to start {name}"))?;
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    for _ in 0..300 {
+        if http::get(&url).await.is_ok_and(|r| r.status == 200) {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{name} exited with {status}:\n{}", tail(log, 20));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!("{name} did not answer /healthz within 30 s")
+}
+
+/// Runs `bismuthctl` against the ZooKeeper at `zookeeper`; its stdout, or
+/// an error with its stderr.
+pub(crate) fn bismuthctl(zookeeper: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(binaries()?.join("bismuthctl"))
+        .args(["--zookeeper", zookeeper])
+        .args(["--zookeeper-env", ENV])
+        .args(args)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "bismuthctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The last `n` lines of a file.

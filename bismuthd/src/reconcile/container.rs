@@ -416,14 +416,7 @@ fn start_span(
         KeyValue::new("bismuth.container_id", cid.to_string()),
         KeyValue::new("bismuth.function_id", t.function_id.to_string()),
     ];
-    let phases = [
-        ("image", p.image),
-        ("network", p.network),
-        ("svcprovider", p.svcprovider),
-        ("create", p.create),
-        ("ready", ready),
-    ];
-    for (phase, d) in phases {
+    for (phase, d) in p.named(ready, None) {
         if let Some(d) = d {
             attributes.push(KeyValue::new(
                 format!("bismuth.start.{phase}_ms"),
