@@ -39,9 +39,15 @@ pub async fn run(
     let controller = tokio::spawn(async move {
         if let Some(zk) = Zk::connect_retrying(zk_config, &stop).await {
             connecting.set_zk(zk.clone());
+            let view = std::sync::Arc::clone(connecting.view());
+            let watching = {
+                let (view, zk, stop) = (std::sync::Arc::clone(&view), zk.clone(), stop.clone());
+                tokio::spawn(async move { view.maintain(zk, stop).await })
+            };
             // Every api process campaigns; the leader runs the controller.
             let me = connecting.candidate().clone();
-            controller::run(zk, me, connecting.metrics_handle(), stop).await;
+            controller::run(zk, me, view, connecting.metrics_handle(), stop).await;
+            let _ = watching.await;
         }
     });
     if config.secret_key_file.is_some() {

@@ -35,6 +35,9 @@ struct Inner {
     /// was away then) and shared by every secret write.
     secrets: tokio::sync::OnceCell<SecretWriter>,
     metrics: Arc<crate::metrics::ApiMetrics>,
+    /// The cluster as watches show it (placement reads it; the controller
+    /// reconciles from it while this process leads).
+    view: Arc<crate::controller::view::SharedView>,
     /// This process, as the controller election knows it.
     candidate: crate::controller::leader::Candidate,
     /// Set with `--otlp-endpoint`: a span per routed request.
@@ -61,6 +64,7 @@ impl AppState {
                 http,
                 secrets: tokio::sync::OnceCell::new(),
                 metrics: Arc::new(crate::metrics::ApiMetrics::new()),
+                view: Arc::default(),
                 candidate: crate::controller::leader::Candidate {
                     id: uuid::Uuid::new_v4(),
                     addr,
@@ -150,6 +154,11 @@ impl AppState {
     /// The metrics, to share with the controller.
     pub fn metrics_handle(&self) -> Arc<crate::metrics::ApiMetrics> {
         Arc::clone(&self.inner.metrics)
+    }
+
+    /// The cluster view.
+    pub fn view(&self) -> &Arc<crate::controller::view::SharedView> {
+        &self.inner.view
     }
 
     /// This process as a controller candidate.

@@ -19,13 +19,13 @@ pub mod view;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bismuth_controller::{Action, Config, Controller};
 use bismuth_model::{paths, Backend, ContainerState, FunctionId};
 use bismuth_zk::store::functions;
-use bismuth_zk::{Txn, WatchEvent, Zk, ZkError};
+use bismuth_zk::{Txn, Zk, ZkError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 use uuid::Uuid;
@@ -33,8 +33,9 @@ use uuid::Uuid;
 use self::leader::{Candidate, Term};
 use self::plan::{Instance, Reason};
 use self::rollout::{Rollout, RolloutState};
-use self::view::{Touched, View};
+use self::view::{SharedView, Touched, View};
 use crate::metrics::ApiMetrics;
+use tokio::sync::broadcast::error::RecvError;
 
 /// How often every function is reconciled even without events (drift).
 const RESYNC: Duration = Duration::from_secs(30);
@@ -54,28 +55,40 @@ pub enum Error {
 #[derive(Debug)]
 struct Ctx {
     zk: Zk,
-    view: Mutex<View>,
+    view: Arc<SharedView>,
     term: Term,
     metrics: Arc<ApiMetrics>,
 }
 
 impl Ctx {
     fn view(&self) -> std::sync::MutexGuard<'_, View> {
-        self.view.lock().unwrap_or_else(PoisonError::into_inner)
+        self.view.lock()
     }
 }
 
 /// Campaigns for leadership and, while leading, runs the controller; until
 /// `shutdown`.
-pub async fn run(zk: Zk, me: Candidate, metrics: Arc<ApiMetrics>, shutdown: CancellationToken) {
+pub async fn run(
+    zk: Zk,
+    me: Candidate,
+    view: Arc<SharedView>,
+    metrics: Arc<ApiMetrics>,
+    shutdown: CancellationToken,
+) {
     let mut election = zk.watch_tree(leader::CONTROLLER);
     loop {
         let Some(term) = leader::campaign(&zk, &me, &mut election, &shutdown).await else {
             return;
         };
         let stop = shutdown.child_token();
-        let leading = lead(zk.clone(), term, Arc::clone(&metrics), stop.clone())
-            .instrument(tracing::info_span!("controller", epoch = term.epoch));
+        let leading = lead(
+            zk.clone(),
+            term,
+            Arc::clone(&view),
+            Arc::clone(&metrics),
+            stop.clone(),
+        )
+        .instrument(tracing::info_span!("controller", epoch = term.epoch));
         tokio::select! {
             _ = leading => {}
             _ = leader::lost(&zk, &me, term, &mut election) => {}
@@ -90,35 +103,45 @@ pub async fn run(zk: Zk, me: Candidate, metrics: Arc<ApiMetrics>, shutdown: Canc
     }
 }
 
-/// One term: load the view, follow the watches, reconcile what they touch.
-async fn lead(zk: Zk, term: Term, metrics: Arc<ApiMetrics>, stop: CancellationToken) {
+/// One term: reconcile every function, then those the view's changes touch.
+async fn lead(
+    zk: Zk,
+    term: Term,
+    view: Arc<SharedView>,
+    metrics: Arc<ApiMetrics>,
+    stop: CancellationToken,
+) {
     let ctl: Controller<FunctionId> = Controller::new("controller");
     let ctx = Arc::new(Ctx {
         zk: zk.clone(),
-        view: Mutex::new(View::default()),
+        view: Arc::clone(&view),
         term,
         metrics,
     });
-    let mut nodes = zk.watch_tree(paths::NODES);
-    let mut functions = zk.watch_tree(paths::FUNCTIONS);
     let follow = {
-        let ctx = Arc::clone(&ctx);
         let ctl = ctl.clone();
         let stop = stop.clone();
+        let mut touched = view.subscribe();
+        let view = Arc::clone(&view);
         async move {
+            let all = |ctl: &Controller<FunctionId>| {
+                let ids: Vec<FunctionId> = view.lock().functions.keys().copied().collect();
+                ctl.enqueue_all(ids);
+            };
+            all(&ctl);
             let mut resync = tokio::time::interval(RESYNC);
             loop {
-                let event = tokio::select! {
+                let t = tokio::select! {
                     _ = stop.cancelled() => return,
-                    e = nodes.next() => e,
-                    e = functions.next() => e,
-                    _ = resync.tick() => Some(WatchEvent::Resync),
+                    t = touched.recv() => t,
+                    _ = resync.tick() => Ok(Touched::All),
                 };
-                let Some(event) = event else { return };
-                if let Err(e) = follow(&ctx, &ctl, event).await {
-                    warn!(error = %e, "cannot read a change; reloading");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = follow(&ctx, &ctl, WatchEvent::Resync).await;
+                match t {
+                    Ok(Touched::Function(id)) => ctl.enqueue(id),
+                    Ok(Touched::None) => {}
+                    // Everything, or changes were missed: everything.
+                    Ok(Touched::All) | Err(RecvError::Lagged(_)) => all(&ctl),
+                    Err(RecvError::Closed) => return,
                 }
             }
         }
@@ -138,40 +161,6 @@ async fn lead(zk: Zk, term: Term, metrics: Arc<ApiMetrics>, stop: CancellationTo
         )
     };
     tokio::join!(follow, reconciler);
-}
-
-/// Applies one watch event to the view and enqueues what it touches.
-async fn follow(ctx: &Ctx, ctl: &Controller<FunctionId>, event: WatchEvent) -> Result<(), Error> {
-    let touched = match event.path() {
-        None => {
-            let view = View::load(&ctx.zk).await?;
-            let ids: Vec<FunctionId> = view.functions.keys().copied().collect();
-            *ctx.view() = view;
-            for id in ids {
-                ctl.enqueue(id);
-            }
-            return Ok(());
-        }
-        Some(path) => {
-            let mut view = ctx.view().clone();
-            let touched = view.apply(&ctx.zk, path).await?;
-            // Events are applied in order by this one task, so no other
-            // writer raced the clone.
-            *ctx.view() = view;
-            touched
-        }
-    };
-    match touched {
-        Touched::None => {}
-        Touched::Function(id) => ctl.enqueue(id),
-        Touched::All => {
-            let ids: Vec<FunctionId> = ctx.view().functions.keys().copied().collect();
-            for id in ids {
-                ctl.enqueue(id);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// What one reconcile decided, taken from the view under its lock.

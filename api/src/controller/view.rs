@@ -210,6 +210,10 @@ impl View {
                         let n = self.nodes.entry(ip).or_default();
                         n.enabled = NodeState::decode(&raw.value) == Ok(NodeState::Enabled);
                         n.version = raw.version;
+                        // Every placement bumps this version in the same
+                        // transaction as its containers: read them now, so
+                        // the version never runs ahead of the load it vouches for.
+                        self.reload_containers(zk, ip).await?;
                     }
                     None => {
                         self.nodes.remove(&ip);
@@ -270,6 +274,36 @@ impl View {
                 c.function.map_or(Touched::None, Touched::Function)
             }
         })
+    }
+
+    /// Re-reads the containers of node `ip` (records and states).
+    async fn reload_containers(&mut self, zk: &Zk, ip: Ipv4Addr) -> Result<(), ZkError> {
+        let cids: Vec<Uuid> = zk
+            .children_opt(&paths::node_containers(ip))
+            .await?
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        let wanted: Vec<String> = cids
+            .iter()
+            .flat_map(|c| [paths::container(ip, *c), paths::container_status(ip, *c)])
+            .collect();
+        let data = zk.get_many(&wanted).await?;
+        // Gone ones go; the rest keep what their reports said.
+        self.containers
+            .retain(|cid, c| c.ip != Some(ip) || cids.contains(cid));
+        for (i, cid) in cids.iter().enumerate() {
+            let Some(record) = &data[2 * i] else { continue };
+            let c = self.containers.entry(*cid).or_default();
+            c.ip = Some(ip);
+            c.function = ContainerRecord::decode(&record.value)
+                .ok()
+                .map(|r| r.function_id);
+            c.state = data[2 * i + 1]
+                .as_ref()
+                .and_then(|s| ContainerState::decode(&s.value));
+        }
+        Ok(())
     }
 
     /// The functions with an instance on `ip`.
@@ -337,4 +371,93 @@ fn decode_backends(raw: &Versioned<Vec<u8>>) -> Option<Versioned<Vec<Backend>>> 
         value: unpack_backends(&raw.value).ok()?,
         version: raw.version,
     })
+}
+
+/// The view every api process keeps (placement of new functions reads it;
+/// the leader's controller reconciles from it), with the functions each
+/// change touches broadcast to whoever listens.
+#[derive(Debug)]
+pub struct SharedView {
+    view: std::sync::Mutex<View>,
+    loaded: std::sync::atomic::AtomicBool,
+    touched: tokio::sync::broadcast::Sender<Touched>,
+}
+
+impl Default for SharedView {
+    fn default() -> Self {
+        SharedView {
+            view: std::sync::Mutex::default(),
+            loaded: std::sync::atomic::AtomicBool::new(false),
+            touched: tokio::sync::broadcast::channel(4096).0,
+        }
+    }
+}
+
+/// How often the whole view is read again (drift, missed events).
+const RELOAD: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl SharedView {
+    /// The current view (hold the guard briefly, never across an await).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, View> {
+        self.view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether it was loaded at least once.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes from now on (`Touched::All` after every reload).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Touched> {
+        self.touched.subscribe()
+    }
+
+    /// Keeps the view current from watches on `/node` and `/function`
+    /// until `stop`.
+    pub async fn maintain(&self, zk: Zk, stop: tokio_util::sync::CancellationToken) {
+        use bismuth_zk::WatchEvent;
+        let mut nodes = zk.watch_tree(paths::NODES);
+        let mut functions = zk.watch_tree(paths::FUNCTIONS);
+        let mut reload = tokio::time::interval(RELOAD);
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => return,
+                e = nodes.next() => e,
+                e = functions.next() => e,
+                _ = reload.tick() => Some(WatchEvent::Resync),
+            };
+            let Some(event) = event else { return };
+            if let Err(e) = self.apply(&zk, &event).await {
+                tracing::warn!(error = %e, "cannot read a change; reloading the cluster view");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let _ = self.apply(&zk, &WatchEvent::Resync).await;
+            }
+        }
+    }
+
+    async fn apply(&self, zk: &Zk, event: &bismuth_zk::WatchEvent) -> Result<(), ZkError> {
+        let touched = match event.path() {
+            None => {
+                let fresh = View::load(zk).await?;
+                *self.lock() = fresh;
+                self.loaded
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Touched::All
+            }
+            Some(path) => {
+                // Events are applied in order by this one task: no other
+                // writer races the clone.
+                let mut view = self.lock().clone();
+                let touched = view.apply(zk, path).await?;
+                *self.lock() = view;
+                touched
+            }
+        };
+        if touched != Touched::None {
+            let _ = self.touched.send(touched);
+        }
+        Ok(())
+    }
 }
