@@ -613,3 +613,42 @@ async fn unreachable_zookeeper_fails_within_seconds() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn consistency_reports_a_container_starting_for_too_long() {
+    let env = Env::start().await;
+    env.ok(&["provision", NODE]).await;
+    let f = env.create_function(&[]).await;
+    let c: Uuid = env
+        .ok(&["add-backend", &f.to_string(), NODE])
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    env.zk
+        .set(
+            &paths::container_status(node(), c),
+            &[bismuth_model::ContainerState::Starting.to_byte()],
+            None,
+        )
+        .await
+        .unwrap();
+    // Not yet stuck by the default (5 min).
+    assert_eq!(env.run(&["consistency"]).await.code, 0);
+    let report = bismuth_testkit::eventually(
+        "the container to count as stuck after 1 s",
+        std::time::Duration::from_secs(20),
+        || async {
+            let r = env.run(&["consistency", "--stuck-after-s", "1"]).await;
+            (r.code == 3).then_some(r)
+        },
+    )
+    .await;
+    assert!(
+        report.stdout.contains(&format!(
+            "container {c} of function {f} on node {NODE} has been Starting for 0 min"
+        )),
+        "{}",
+        report.stdout
+    );
+}

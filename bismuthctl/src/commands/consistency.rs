@@ -15,10 +15,14 @@ pub struct Args {
     /// Print the findings as JSON
     #[arg(long)]
     pub json: bool,
+    /// Report a container Starting (or not yet picked up) for longer than this many seconds
+    #[arg(long, default_value_t = 300)]
+    pub stuck_after_s: u64,
 }
 
 pub async fn run(zk: &Zk, args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
-    let findings = consistency::check(zk).await?;
+    let findings =
+        consistency::check_with(zk, std::time::Duration::from_secs(args.stuck_after_s)).await?;
     if !args.fix {
         if args.json {
             output::json(out, &findings)?;

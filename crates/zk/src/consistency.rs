@@ -62,16 +62,29 @@ pub enum Finding {
         backends: usize,
         wanted: u32,
     },
+    /// A listed container has been Starting (or not picked up) for longer
+    /// than [`STUCK_AFTER`]: its image, its command or its node is wrong.
+    StuckStarting {
+        function: FunctionId,
+        backend: Backend,
+        state: String,
+        minutes: u64,
+    },
     /// A znode's data cannot be decoded (reported, never deleted).
     Unreadable { path: String, reason: String },
 }
+
+/// How long a container may stay Starting (or Invalid) before it is reported.
+pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Finding {
     /// Whether [`fix`] repairs this kind of finding.
     pub fn fixable(&self) -> bool {
         !matches!(
             self,
-            Finding::Unreadable { .. } | Finding::MoreBackendsThanWanted { .. }
+            Finding::Unreadable { .. }
+                | Finding::MoreBackendsThanWanted { .. }
+                | Finding::StuckStarting { .. }
         )
     }
 }
@@ -110,6 +123,12 @@ impl fmt::Display for Finding {
                 "function {function} has {backends} backends but wants {wanted} and no rollout is under way; \
                  the controller removes extras (is an api process leading? GET /controller)"
             ),
+            Finding::StuckStarting { function, backend, state, minutes } => write!(
+                f,
+                "container {} of function {function} on node {} has been {state} for {minutes} min; \
+                 its logs say why (GET /function/{function}/logs)",
+                backend.container_id, backend.ip
+            ),
             Finding::Unreadable { path, reason } => write!(f, "{path}: {reason}"),
         }
     }
@@ -117,6 +136,14 @@ impl fmt::Display for Finding {
 
 /// Reads the environment and lists every inconsistency found.
 pub async fn check(zk: &Zk) -> Result<Vec<Finding>, StoreError> {
+    check_with(zk, STUCK_AFTER).await
+}
+
+/// [`check`], reporting containers Starting for longer than `stuck_after`.
+pub async fn check_with(
+    zk: &Zk,
+    stuck_after: std::time::Duration,
+) -> Result<Vec<Finding>, StoreError> {
     zk.ensure_bootstrapped().await?;
     let mut findings = Vec::new();
 
@@ -233,6 +260,30 @@ pub async fn check(zk: &Zk) -> Result<Vec<Finding>, StoreError> {
                     function: *function,
                     backend: *b,
                 });
+            } else if let Some((data, modified)) = zk
+                .get_modified(&paths::container_status(b.ip, b.container_id))
+                .await?
+            {
+                let state = bismuth_model::ContainerState::decode(&data);
+                let waiting = matches!(
+                    state,
+                    Some(
+                        bismuth_model::ContainerState::Starting
+                            | bismuth_model::ContainerState::Invalid
+                    )
+                );
+                let age_ms = now_ms().saturating_sub(modified.max(0) as u64);
+                if waiting && age_ms >= stuck_after.as_millis() as u64 {
+                    findings.push(Finding::StuckStarting {
+                        function: *function,
+                        backend: *b,
+                        state: format!(
+                            "{:?}",
+                            state.unwrap_or(bismuth_model::ContainerState::Invalid)
+                        ),
+                        minutes: age_ms / 60_000,
+                    });
+                }
             }
         }
     }
@@ -365,5 +416,15 @@ async fn fix_one(zk: &Zk, finding: &Finding) -> Result<FixOutcome, ZkError> {
         Finding::MoreBackendsThanWanted { .. } => Ok(FixOutcome::Skipped(
             "the control-plane controller decides which instances go".into(),
         )),
+        Finding::StuckStarting { .. } => Ok(FixOutcome::Skipped(
+            "its definition or its node needs a person: see its logs".into(),
+        )),
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

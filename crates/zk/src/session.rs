@@ -177,6 +177,17 @@ impl Zk {
         }
     }
 
+    /// Reads a znode's data with its last modification time (milliseconds
+    /// since the Unix epoch), `None` if it does not exist.
+    pub async fn get_modified(&self, path: &str) -> Result<Option<(Vec<u8>, i64)>, ZkError> {
+        let client = self.client().await?;
+        match client.get_data(path).await {
+            Ok((data, stat)) => Ok(Some((data, stat.mtime))),
+            Err(zkc::Error::NoNode) => Ok(None),
+            Err(e) => Err(ZkError::from_client("get", path, e)),
+        }
+    }
+
     /// Reads a znode's data and version.
     pub async fn get(&self, path: &str) -> Result<Versioned<Vec<u8>>, ZkError> {
         let client = self.client().await?;
