@@ -64,6 +64,119 @@ pub enum Touched {
     All,
 }
 
+/// What one watch event read from ZooKeeper, ready to apply to a view.
+#[derive(Debug)]
+pub enum Change {
+    None,
+    Function(FunctionId, Option<Versioned<FunctionDefinition>>),
+    Backends(FunctionId, Option<Versioned<Vec<Backend>>>),
+    Rollout(FunctionId, Option<Versioned<Rollout>>),
+    /// A node's (enabled, version) and, read after them, its containers
+    /// (every placement bumps the version in the same transaction as its
+    /// containers, so the version never runs ahead of the load it vouches
+    /// for); `None` when the node is gone.
+    Node(Ipv4Addr, Option<NodeRead>),
+    Alive(Ipv4Addr, Option<NodeCapacity>),
+    Evacuate(Ipv4Addr, bool),
+    /// `None`: the container znode is gone; else its function.
+    Container(Ipv4Addr, Uuid, Option<Option<FunctionId>>),
+    Status(Ipv4Addr, Uuid, Option<ContainerState>),
+    Report(Ipv4Addr, Uuid, Option<Vec<u8>>),
+}
+
+/// A node re-read: enabled, version, and (container, function, state) each.
+pub type NodeRead = (
+    bool,
+    i32,
+    Vec<(Uuid, Option<FunctionId>, Option<ContainerState>)>,
+);
+
+/// Reads what a change of `path` names.
+pub async fn fetch(zk: &Zk, path: &str) -> Result<Change, ZkError> {
+    use paths::Znode;
+    let Some(znode) = paths::parse(path) else {
+        return Ok(Change::None);
+    };
+    let raw = || zk.get_opt(path);
+    Ok(match znode {
+        Znode::Function(id) => Change::Function(id, raw().await?.as_ref().and_then(decode_def)),
+        Znode::FunctionBackends(id) => {
+            Change::Backends(id, raw().await?.as_ref().and_then(decode_backends))
+        }
+        Znode::FunctionRollout(id) => {
+            Change::Rollout(id, raw().await?.as_ref().and_then(rollout::decode))
+        }
+        Znode::Node(ip) => match raw().await? {
+            None => Change::Node(ip, None),
+            Some(node) => Change::Node(
+                ip,
+                Some((
+                    NodeState::decode(&node.value) == Ok(NodeState::Enabled),
+                    node.version,
+                    read_containers(zk, ip).await?,
+                )),
+            ),
+        },
+        Znode::NodeAlive(ip) => Change::Alive(
+            ip,
+            raw()
+                .await?
+                .and_then(|a| serde_json::from_slice(&a.value).ok()),
+        ),
+        Znode::NodeEvacuate(ip) => Change::Evacuate(ip, zk.exists(path).await?),
+        Znode::Container(ip, cid) => Change::Container(
+            ip,
+            cid,
+            raw().await?.map(|r| {
+                ContainerRecord::decode(&r.value)
+                    .ok()
+                    .map(|r| r.function_id)
+            }),
+        ),
+        Znode::ContainerStatus(ip, cid) => Change::Status(
+            ip,
+            cid,
+            raw().await?.and_then(|s| ContainerState::decode(&s.value)),
+        ),
+        Znode::ContainerReport(ip, cid) => Change::Report(ip, cid, raw().await?.map(|r| r.value)),
+        Znode::NodeContainers(_) | Znode::Route(_) => Change::None,
+    })
+}
+
+/// The containers of node `ip` with their functions and states.
+async fn read_containers(
+    zk: &Zk,
+    ip: Ipv4Addr,
+) -> Result<Vec<(Uuid, Option<FunctionId>, Option<ContainerState>)>, ZkError> {
+    let cids: Vec<Uuid> = zk
+        .children_opt(&paths::node_containers(ip))
+        .await?
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    let wanted: Vec<String> = cids
+        .iter()
+        .flat_map(|c| [paths::container(ip, *c), paths::container_status(ip, *c)])
+        .collect();
+    let data = zk.get_many(&wanted).await?;
+    Ok(cids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, cid)| {
+            let record = data[2 * i].as_ref()?;
+            Some((
+                *cid,
+                ContainerRecord::decode(&record.value)
+                    .ok()
+                    .map(|r| r.function_id),
+                data[2 * i + 1]
+                    .as_ref()
+                    .and_then(|s| ContainerState::decode(&s.value)),
+            ))
+        })
+        .collect())
+}
+
 /// The whole picture.
 #[derive(Clone, Debug, Default)]
 pub struct View {
@@ -179,17 +292,13 @@ impl View {
         Ok(view)
     }
 
-    /// Applies a change of `path` (re-read from ZooKeeper); says which
-    /// functions to reconcile.
-    pub async fn apply(&mut self, zk: &Zk, path: &str) -> Result<Touched, ZkError> {
-        let Some(znode) = paths::parse(path) else {
-            return Ok(Touched::None);
-        };
-        use paths::Znode;
-        Ok(match znode {
-            Znode::Function(id) => {
-                let raw = zk.get_opt(path).await?;
-                match raw.as_ref().and_then(decode_def) {
+    /// Applies what [`fetch`] read for one event; says which functions to
+    /// reconcile. No I/O: callers hold the lock only for this.
+    pub fn apply(&mut self, change: Change) -> Touched {
+        match change {
+            Change::None => Touched::None,
+            Change::Function(id, def) => {
+                match def {
                     Some(def) => self.functions.entry(id).or_default().def = Some(def),
                     None => {
                         self.functions.remove(&id);
@@ -197,113 +306,74 @@ impl View {
                 }
                 Touched::Function(id)
             }
-            Znode::FunctionBackends(id) => {
-                let raw = zk.get_opt(path).await?;
+            Change::Backends(id, backends) => {
                 if let Some(f) = self.functions.get_mut(&id) {
-                    f.backends = raw.as_ref().and_then(decode_backends);
+                    f.backends = backends;
                 }
                 Touched::Function(id)
             }
-            Znode::Node(ip) => {
-                match zk.get_opt(path).await? {
-                    Some(raw) => {
-                        let n = self.nodes.entry(ip).or_default();
-                        n.enabled = NodeState::decode(&raw.value) == Ok(NodeState::Enabled);
-                        n.version = raw.version;
-                        // Every placement bumps this version in the same
-                        // transaction as its containers: read them now, so
-                        // the version never runs ahead of the load it vouches for.
-                        self.reload_containers(zk, ip).await?;
-                    }
-                    None => {
-                        self.nodes.remove(&ip);
-                    }
+            Change::Rollout(id, rollout) => {
+                self.functions.entry(id).or_default().rollout = rollout;
+                Touched::Function(id)
+            }
+            Change::Node(ip, None) => {
+                self.nodes.remove(&ip);
+                Touched::All
+            }
+            Change::Node(ip, Some((enabled, version, containers))) => {
+                let n = self.nodes.entry(ip).or_default();
+                n.enabled = enabled;
+                n.version = version;
+                // Gone ones go; the rest keep what their reports said.
+                self.containers.retain(|cid, c| {
+                    c.ip != Some(ip) || containers.iter().any(|(k, _, _)| k == cid)
+                });
+                for (cid, function, state) in containers {
+                    let c = self.containers.entry(cid).or_default();
+                    c.ip = Some(ip);
+                    c.function = function;
+                    c.state = state;
                 }
                 Touched::All
             }
-            Znode::NodeAlive(ip) => {
-                let raw = zk.get_opt(path).await?;
+            // A node that comes can take what waits for room; one that goes
+            // leaves instances to replace.
+            Change::Alive(ip, capacity) => {
                 if let Some(n) = self.nodes.get_mut(&ip) {
-                    n.capacity = raw.and_then(|a| serde_json::from_slice(&a.value).ok());
+                    n.capacity = capacity;
                 }
-                // A node that comes can take what waits for room; one that
-                // goes leaves instances to replace.
                 Touched::All
             }
-            Znode::FunctionRollout(id) => {
-                let r = zk.get_opt(path).await?;
-                self.functions.entry(id).or_default().rollout =
-                    r.as_ref().and_then(rollout::decode);
-                Touched::Function(id)
-            }
-            Znode::NodeEvacuate(ip) => {
-                let there = zk.exists(path).await?;
+            Change::Evacuate(ip, there) => {
                 if let Some(n) = self.nodes.get_mut(&ip) {
                     n.evacuate = there;
                 }
                 Touched::All
             }
-            Znode::ContainerReport(ip, cid) => {
-                let r = zk.get_opt(path).await?;
+            Change::Container(_, cid, None) => self
+                .containers
+                .remove(&cid)
+                .and_then(|c| c.function)
+                .map_or(Touched::None, Touched::Function),
+            Change::Container(ip, cid, Some(function)) => {
                 let c = self.containers.entry(cid).or_default();
                 c.ip = Some(ip);
-                c.set_report(r.as_ref().map(|r| r.value.as_slice()));
+                c.function = function;
                 c.function.map_or(Touched::None, Touched::Function)
             }
-            Znode::NodeContainers(_) | Znode::Route(_) => Touched::None,
-            Znode::Container(ip, cid) => match zk.get_opt(path).await? {
-                Some(raw) => {
-                    let c = self.containers.entry(cid).or_default();
-                    c.ip = Some(ip);
-                    c.function = ContainerRecord::decode(&raw.value)
-                        .ok()
-                        .map(|r| r.function_id);
-                    c.function.map_or(Touched::None, Touched::Function)
-                }
-                None => self
-                    .containers
-                    .remove(&cid)
-                    .and_then(|c| c.function)
-                    .map_or(Touched::None, Touched::Function),
-            },
-            Znode::ContainerStatus(ip, cid) => {
-                let raw = zk.get_opt(path).await?;
+            Change::Status(ip, cid, state) => {
                 let c = self.containers.entry(cid).or_default();
                 c.ip = Some(ip);
-                c.state = raw.and_then(|s| ContainerState::decode(&s.value));
+                c.state = state;
                 c.function.map_or(Touched::None, Touched::Function)
             }
-        })
-    }
-
-    /// Re-reads the containers of node `ip` (records and states).
-    async fn reload_containers(&mut self, zk: &Zk, ip: Ipv4Addr) -> Result<(), ZkError> {
-        let cids: Vec<Uuid> = zk
-            .children_opt(&paths::node_containers(ip))
-            .await?
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        let wanted: Vec<String> = cids
-            .iter()
-            .flat_map(|c| [paths::container(ip, *c), paths::container_status(ip, *c)])
-            .collect();
-        let data = zk.get_many(&wanted).await?;
-        // Gone ones go; the rest keep what their reports said.
-        self.containers
-            .retain(|cid, c| c.ip != Some(ip) || cids.contains(cid));
-        for (i, cid) in cids.iter().enumerate() {
-            let Some(record) = &data[2 * i] else { continue };
-            let c = self.containers.entry(*cid).or_default();
-            c.ip = Some(ip);
-            c.function = ContainerRecord::decode(&record.value)
-                .ok()
-                .map(|r| r.function_id);
-            c.state = data[2 * i + 1]
-                .as_ref()
-                .and_then(|s| ContainerState::decode(&s.value));
+            Change::Report(ip, cid, raw) => {
+                let c = self.containers.entry(cid).or_default();
+                c.ip = Some(ip);
+                c.set_report(raw.as_deref());
+                c.function.map_or(Touched::None, Touched::Function)
+            }
         }
-        Ok(())
     }
 
     /// The functions with an instance on `ip`.
@@ -447,12 +517,9 @@ impl SharedView {
                 Touched::All
             }
             Some(path) => {
-                // Events are applied in order by this one task: no other
-                // writer races the clone.
-                let mut view = self.lock().clone();
-                let touched = view.apply(zk, path).await?;
-                *self.lock() = view;
-                touched
+                // Read first, then hold the lock only to apply.
+                let change = fetch(zk, path).await?;
+                self.lock().apply(change)
             }
         };
         if touched != Touched::None {
