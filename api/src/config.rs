@@ -38,6 +38,14 @@ pub struct Args {
     /// (e.g. http://127.0.0.1:4318)
     #[arg(long, env = "BISMUTH_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<bismuth_daemon::otel::Endpoint>,
+    /// The autoscaler's stable window in milliseconds: desired instances
+    /// follow the average concurrency over it
+    #[arg(long, default_value_t = 60_000)]
+    pub autoscale_stable_window_ms: u64,
+    /// The autoscaler's panic window in milliseconds: when it asks for twice
+    /// the running instances, the scaler goes up at once
+    #[arg(long, default_value_t = 6_000)]
+    pub autoscale_panic_window_ms: u64,
 }
 
 /// A validated configuration.
@@ -57,6 +65,8 @@ pub struct Config {
     pub secret_key_file: Option<PathBuf>,
     /// Where spans are exported, if anywhere.
     pub otlp_endpoint: Option<bismuth_daemon::otel::Endpoint>,
+    /// The autoscaler's windows.
+    pub autoscale_windows: crate::controller::autoscale::Windows,
 }
 
 impl Args {
@@ -77,7 +87,17 @@ impl Args {
         if let Some(path) = &self.secret_key_file {
             crate::state::read_key(path).map_err(anyhow::Error::msg)?;
         }
+        let tick = crate::controller::load::TICK.as_millis() as u64;
+        anyhow::ensure!(
+            self.autoscale_panic_window_ms >= tick
+                && self.autoscale_stable_window_ms >= self.autoscale_panic_window_ms,
+            "the autoscaler's windows must satisfy {tick} ≤ --autoscale-panic-window-ms ≤ --autoscale-stable-window-ms"
+        );
         Ok(Config {
+            autoscale_windows: crate::controller::autoscale::Windows {
+                stable: Duration::from_millis(self.autoscale_stable_window_ms),
+                panic: Duration::from_millis(self.autoscale_panic_window_ms),
+            },
             zk: self.zookeeper.config()?,
             auth_token: self.auth_token.clone(),
             bismuthd_port: self.bismuthd_port,
@@ -100,6 +120,7 @@ impl Config {
             svc_store: "sqlite:/var/lib/bismuth/svc".into(),
             secret_key_file: None,
             otlp_endpoint: None,
+            autoscale_windows: Default::default(),
         }
     }
 }

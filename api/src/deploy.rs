@@ -33,7 +33,7 @@ async fn plan_instances(
     count: usize,
 ) -> Result<Vec<Backend>, ApiError> {
     let nodes = read_nodes(zk).await?;
-    beyond_the_fleet(&nodes, def, count)?;
+    beyond_the_fleet(&nodes, def, def.max_instances as usize)?;
     let ips = place(candidates(&nodes, function), def.cpu, def.memory, count)
         .map_err(ApiError::NoRoom)?;
     let mut bumped = HashSet::new();
@@ -149,14 +149,16 @@ fn retryable(e: &ZkError) -> bool {
     )
 }
 
-/// Creates a function with `max_instances` containers placed on nodes.
+/// Creates a function with its initial instances placed on nodes
+/// (`max_instances`; one, or `min_instances`, for a function that autoscales).
 pub async fn create(zk: &Zk, def: &FunctionDefinition) -> Result<FunctionId, ApiError> {
     def.validate()?;
     zk.ensure_bootstrapped().await?;
     let id = Uuid::new_v4();
     for attempt in 0..ATTEMPTS {
         let mut txn = Txn::new();
-        let placed = plan_instances(zk, &mut txn, id, def, def.max_instances as usize).await?;
+        let placed =
+            plan_instances(zk, &mut txn, id, def, def.initial_instances() as usize).await?;
         txn.create(paths::function(id), def.to_json()).create(
             paths::function_backends(id),
             bismuth_model::pack_backends(&placed),

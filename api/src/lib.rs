@@ -46,7 +46,11 @@ pub async fn run(
             };
             // Every api process campaigns; the leader runs the controller.
             let me = connecting.candidate().clone();
-            controller::run(zk, me, view, connecting.metrics_handle(), stop).await;
+            let settings = controller::Settings {
+                bismuthd_port: config.bismuthd_port,
+                windows: config.autoscale_windows,
+            };
+            controller::run(zk, me, view, connecting.metrics_handle(), settings, stop).await;
             let _ = watching.await;
         }
     });

@@ -87,6 +87,16 @@ impl ApiMetrics {
         self.reschedules.get_or_create(&Reason { reason }).inc();
     }
 
+    /// The autoscaler changed a function's desired instances.
+    pub fn scaled(&self, function: FunctionId, up: bool) {
+        self.scale_events
+            .get_or_create(&FunctionDirection {
+                function: Id(function),
+                direction: if up { "up" } else { "down" },
+            })
+            .inc();
+    }
+
     /// One answered request.
     pub fn request(&self, route: &str, code: u16) {
         self.requests
@@ -124,7 +134,7 @@ impl ApiMetrics {
     }
 }
 
-/// Per function: (instances wanted, backends Running), in four round trips.
+/// Per function: (instances wanted, backends Running), in five round trips.
 async fn instances(zk: &Zk) -> Result<HashMap<FunctionId, (usize, usize)>, bismuth_zk::ZkError> {
     let ids: Vec<FunctionId> = zk
         .children_opt(paths::FUNCTIONS)
@@ -139,6 +149,13 @@ async fn instances(zk: &Zk) -> Result<HashMap<FunctionId, (usize, usize)>, bismu
         .get_many(
             &ids.iter()
                 .map(|f| paths::function_backends(*f))
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+    let scales = zk
+        .get_many(
+            &ids.iter()
+                .map(|f| paths::function_scale(*f))
                 .collect::<Vec<_>>(),
         )
         .await?;
@@ -162,7 +179,12 @@ async fn instances(zk: &Zk) -> Result<HashMap<FunctionId, (usize, usize)>, bismu
         let desired = defs[i]
             .as_ref()
             .and_then(|v| serde_json::from_slice::<FunctionDefinition>(&v.value).ok())
-            .map_or(0, |d| d.max_instances as usize);
+            .map_or(0, |d| {
+                let scale = scales[i]
+                    .as_ref()
+                    .and_then(|v| serde_json::from_slice(&v.value).ok());
+                d.desired(scale) as usize
+            });
         out.insert(*f, (desired, 0));
     }
     for ((i, _), status) in all.iter().zip(statuses) {

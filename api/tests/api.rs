@@ -49,6 +49,12 @@ async fn design_example_create_get_list_delete() {
         id.as_bytes()
     );
 
+    assert_eq!(
+        v["instances"],
+        serde_json::json!({"min": 1, "max": 1, "desired": 1, "running": 0}),
+        "without the elasticity fields: always max_instances"
+    );
+
     let list = c.call(Method::GET, "/function", "").await.json();
     assert_eq!(list[0]["id"], id.to_string());
     assert_eq!(
@@ -147,6 +153,33 @@ async fn errors_are_4xx_with_json_and_write_nothing() {
             def(&[], 50),
             StatusCode::BAD_REQUEST,
             "max_instances: 50 instances",
+        ),
+        (
+            Method::POST,
+            "/function".into(),
+            def(&[], 2).replace(
+                "\"max_instances\"",
+                "\"min_instances\": 3, \"max_instances\"",
+            ),
+            StatusCode::BAD_REQUEST,
+            "min_instances: must be at most max_instances (2), got 3",
+        ),
+        (
+            Method::POST,
+            "/function".into(),
+            def(&[], 2).replace("\"max_instances\"", "\"concurrency\": 0, \"max_instances\""),
+            StatusCode::BAD_REQUEST,
+            "concurrency: must be at least 1",
+        ),
+        (
+            Method::POST,
+            "/function".into(),
+            def(&[], 2).replace(
+                "\"max_instances\"",
+                "\"idle_timeout\": -5, \"max_instances\"",
+            ),
+            StatusCode::BAD_REQUEST,
+            "idle_timeout: must be a number of seconds, 0 or more, got -5",
         ),
         (
             Method::GET,

@@ -206,6 +206,39 @@ async fn create_function_writes_definition_backends_and_routes() {
         serde_json::from_str(&env.ok(&["list-functions", "--json"]).await).unwrap();
     assert_eq!(json[0]["id"], id.to_string());
     assert_eq!(json[0]["definition"]["invoke_mode"]["Server"][1], 8000);
+    // A fixed-size function: min, desired and max are all max_instances.
+    assert_eq!(
+        json[0]["instances"],
+        serde_json::json!({"min": 2, "max": 2, "desired": 2, "running": 0})
+    );
+    assert!(list.contains("2/2/2"), "{list}");
+
+    // An elastic one starts wanting one instance; get-function shows it.
+    let elastic = env
+        .create_function(&[
+            "--max-instances",
+            "5",
+            "--min-instances",
+            "0",
+            "--concurrency",
+            "4",
+            "--idle-timeout",
+            "2.5",
+        ])
+        .await;
+    let got: serde_json::Value =
+        serde_json::from_str(&env.ok(&["get-function", &elastic.to_string()]).await).unwrap();
+    assert_eq!(
+        got["instances"],
+        serde_json::json!({"min": 0, "max": 5, "desired": 1, "running": 0})
+    );
+    assert_eq!(got["definition"]["concurrency"], 4);
+    assert_eq!(got["definition"]["idle_timeout"], 2.5);
+    let list = env.ok(&["list-functions"]).await;
+    assert!(
+        list.contains("MIN/DESIRED/MAX") && list.contains("0/1/5"),
+        "{list}"
+    );
 }
 
 #[tokio::test]
@@ -487,6 +520,37 @@ async fn bad_input_gives_a_clear_error_and_exit_2() {
         (
             &["create-function", "Bad Image", "exec:/bin/cat"],
             "image: \"Bad Image\" is not a valid image reference",
+        ),
+        (
+            &[
+                "create-function",
+                "busybox",
+                "exec:/bin/cat",
+                "--max-instances",
+                "3",
+                "--min-instances",
+                "4",
+            ],
+            "min_instances: must be at most max_instances (3), got 4",
+        ),
+        (
+            &[
+                "create-function",
+                "busybox",
+                "exec:/bin/cat",
+                "--concurrency",
+                "0",
+            ],
+            "concurrency: must be at least 1",
+        ),
+        (
+            &[
+                "create-function",
+                "busybox",
+                "exec:/bin/cat",
+                "--idle-timeout=-1",
+            ],
+            "idle_timeout: must be a number of seconds, 0 or more, got -1",
         ),
         (
             &[

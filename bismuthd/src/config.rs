@@ -100,6 +100,11 @@ pub struct Args {
     /// (a redeploy or an evacuation fails no request)
     #[arg(long, default_value_t = 1_000)]
     pub unroute_delay_ms: u64,
+    /// Milliseconds a removed container's requests still in flight get to
+    /// finish (after --unroute-delay-ms) before it is stopped: a scale-down
+    /// or redeploy never cuts a request
+    #[arg(long, default_value_t = 30_000)]
+    pub drain_requests_ms: u64,
     /// Milliseconds in-flight requests get to finish after SIGTERM
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -147,6 +152,7 @@ pub struct Config {
     pub restart_backoff_max: Duration,
     pub stop_grace: Duration,
     pub unroute_delay: Duration,
+    pub drain_requests: Duration,
     pub shutdown_grace: Duration,
     pub resync: Duration,
     pub reconcile_concurrency: usize,
@@ -282,6 +288,7 @@ impl Args {
             restart_backoff_max: Duration::from_millis(self.restart_backoff_max_ms),
             stop_grace: Duration::from_millis(self.stop_grace_ms),
             unroute_delay: Duration::from_millis(self.unroute_delay_ms),
+            drain_requests: Duration::from_millis(self.drain_requests_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             resync: Duration::from_millis(self.resync_ms),
             reconcile_concurrency: self.reconcile_concurrency,

@@ -14,9 +14,11 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use opentelemetry::KeyValue;
 
-use crate::node::Node;
+use crate::node::{Node, Target};
 use crate::respond::{error, full, json, Body};
 use crate::{exec, logs, proxy};
+use bismuth_daemon::guarded::Guarded;
+use http_body_util::BodyExt;
 
 /// What every request handler needs.
 #[derive(Clone, Debug)]
@@ -44,6 +46,9 @@ impl Server {
         }
         if let Some(id) = path.strip_prefix("/containers/") {
             return self.container(id);
+        }
+        if path == "/load" {
+            return self.load();
         }
         if let Some(id) = path.strip_prefix("/calls/") {
             return self.calls(id, req.uri().query());
@@ -182,6 +187,13 @@ impl Server {
             );
         };
         let arrived = (std::time::SystemTime::now(), std::time::Instant::now());
+        // In flight from now until the response's last byte, waiting for a
+        // slot included: what the autoscaler reads.
+        let load = bismuth_metrics::load::OwnedLoadGuard::begin(Arc::clone(&h.load));
+        let slot = match acquire_slot(&target).await {
+            Ok(slot) => slot,
+            Err(busy) => return busy,
+        };
         let mut req = req;
         let (mut span, traceparent) = otel::hop(
             self.node.tracer.as_ref(),
@@ -234,6 +246,79 @@ impl Server {
         if let Ok(v) = HeaderValue::from_str(&traceparent) {
             headers.insert(TRACEPARENT, v);
         }
-        resp
+        resp.map(|body| Guarded::new(body, (slot, load)).boxed())
     }
+
+    /// `GET /load`: every container's requests in flight, their integral
+    /// and idle time, for the control plane's autoscaler.
+    fn load(&self) -> Response<Body> {
+        let instances = self
+            .node
+            .all()
+            .into_iter()
+            .filter_map(|h| {
+                let function = h.target.get()?.function_id;
+                let s = h.load.sample();
+                Some(bismuth_model::InstanceLoad {
+                    container_id: h.cid,
+                    function,
+                    in_flight: s.in_flight,
+                    busy_s: s.busy.as_secs_f64(),
+                    requests: s.requests,
+                    idle_s: s.idle.as_secs_f64(),
+                })
+            })
+            .collect();
+        let report = bismuth_model::LoadReport {
+            uptime_s: bismuth_metrics::load::uptime_s(),
+            functions: Vec::new(),
+            instances,
+        };
+        json(
+            StatusCode::OK,
+            &serde_json::to_value(report).unwrap_or_default(),
+        )
+    }
+}
+
+/// Requests waiting for a slot beyond which an instance answers 503 (the
+/// frontends send elsewhere and the autoscaler adds instances long before).
+pub const MAX_WAITING: u64 = 1_000;
+
+/// A slot of the container's `concurrency`, waited for if all are taken;
+/// 503 with `Retry-After` when too many already wait.
+async fn acquire_slot(
+    target: &Target,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Response<Body>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Ok(p) = Arc::clone(&target.slots).try_acquire_owned() {
+        return Ok(p);
+    }
+    struct Waiting<'a>(&'a std::sync::atomic::AtomicU64);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Relaxed);
+        }
+    }
+    let waiting = Waiting(&target.waiting);
+    if waiting.0.fetch_add(1, Relaxed) >= MAX_WAITING {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the instance serves {} requests at once (its concurrency) and {MAX_WAITING} more wait; retry shortly",
+                target.def.concurrency()
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(r);
+    }
+    let permit = Arc::clone(&target.slots).acquire_owned().await;
+    drop(waiting);
+    permit.map_err(|_| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the instance is stopping".into(),
+        )
+    })
 }

@@ -183,6 +183,7 @@ pub async fn clean_up(cfg: Config) -> anyhow::Result<Report> {
     let cfg = Config {
         otlp_endpoint: None,
         unroute_delay: Duration::ZERO,
+        drain_requests: Duration::ZERO,
         ..cfg
     };
     let node = Node::new(cfg, zk, runtime::Runtime { ctd }, puller);

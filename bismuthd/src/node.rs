@@ -22,13 +22,37 @@ use crate::runtime::Runtime;
 use crate::status::StatusReporter;
 
 /// What an invocation needs to reach a Running container.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Target {
     pub function_id: FunctionId,
     pub def: FunctionDefinition,
     pub net: Net,
     /// The runner's socket on the host (Executable mode).
     pub runner_socket: PathBuf,
+    /// One permit per request it may serve at once (`concurrency`).
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Requests waiting for a permit now.
+    pub waiting: std::sync::atomic::AtomicU64,
+}
+
+impl Target {
+    /// What an invocation of `def`'s container needs.
+    pub fn new(
+        function_id: FunctionId,
+        def: FunctionDefinition,
+        net: Net,
+        runner_socket: PathBuf,
+    ) -> Target {
+        let permits = def.concurrency() as usize;
+        Target {
+            function_id,
+            def,
+            net,
+            runner_socket,
+            slots: Arc::new(tokio::sync::Semaphore::new(permits)),
+            waiting: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
 }
 
 /// What the reconcile of one container knows about it. Only that reconcile
@@ -98,6 +122,8 @@ pub struct Handle {
     pub reason: Mutex<Option<String>>,
     /// Whether the current process has answered a request (the first one is "cold").
     pub served: std::sync::atomic::AtomicBool,
+    /// Its requests in flight and their integral (for the autoscaler).
+    pub load: Arc<bismuth_metrics::LoadMeter>,
     pub actual: tokio::sync::Mutex<Actual>,
 }
 
@@ -194,6 +220,7 @@ impl Node {
                 target: OnceLock::new(),
                 reason: Mutex::new(None),
                 served: std::sync::atomic::AtomicBool::new(false),
+                load: Arc::default(),
                 actual: tokio::sync::Mutex::default(),
             })
         }))

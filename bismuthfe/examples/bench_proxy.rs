@@ -60,6 +60,9 @@ fn main() -> anyhow::Result<()> {
             svc_quotas: None,
             invoke_mode: InvokeMode::Server(vec!["/bin/httpd".into()], 8080),
             max_instances: 1,
+            min_instances: None,
+            concurrency: None,
+            idle_timeout: None,
             routes: vec![Route {
                 hostname: "bench.test".into(),
             }],

@@ -32,6 +32,21 @@ pub struct Args {
     /// function refuses connections (their bismuthds restarting); 0 answers 502 at once
     #[arg(long, default_value_t = 5_000)]
     pub hold_refused_ms: u64,
+    /// Milliseconds a request for a function with no Running instance is
+    /// held while one starts (scale from zero); 0 answers 503 at once
+    #[arg(long, env = "BISMUTH_COLD_START_TIMEOUT_MS", default_value_t = 30_000)]
+    pub cold_start_timeout_ms: u64,
+    /// Most requests held at once waiting for cold starts (beyond: 503 with Retry-After)
+    #[arg(long, default_value_t = 10_000)]
+    pub max_held_requests: u64,
+    /// Most bytes of request heads held at once (bodies stay unread in the
+    /// clients' sockets while held)
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_held_bytes: u64,
+    /// Address the controller reaches this frontend's /load on (default:
+    /// --listen, with 127.0.0.1 for an unspecified address)
+    #[arg(long, env = "BISMUTH_FE_ADVERTISE")]
+    pub advertise: Option<SocketAddr>,
     /// Do not record request metrics (`/metrics` then has the process
     /// metrics only); for measuring what recording costs
     #[arg(long)]
@@ -57,6 +72,13 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long a request is retried while every backend refuses.
     pub hold_refused: Duration,
+    /// How long a request waits for a cold start.
+    pub cold_start_timeout: Duration,
+    /// Bounds on held requests: count, bytes of their heads.
+    pub max_held_requests: u64,
+    pub max_held_bytes: u64,
+    /// Where the controller asks for `/load`; `None`: the listening address.
+    pub advertise: Option<SocketAddr>,
     /// Whether requests are recorded in the metrics.
     pub request_metrics: bool,
     /// Where spans are exported, if anywhere.
@@ -82,6 +104,10 @@ impl Args {
             response_timeout: Duration::from_millis(self.response_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             hold_refused: Duration::from_millis(self.hold_refused_ms),
+            cold_start_timeout: Duration::from_millis(self.cold_start_timeout_ms),
+            max_held_requests: self.max_held_requests,
+            max_held_bytes: self.max_held_bytes,
+            advertise: self.advertise,
             request_metrics: !self.no_metrics,
             otlp_endpoint: self.otlp_endpoint.clone(),
         })
@@ -98,6 +124,10 @@ impl Config {
             response_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             hold_refused: Duration::from_secs(5),
+            cold_start_timeout: Duration::from_secs(30),
+            max_held_requests: 10_000,
+            max_held_bytes: 64 << 20,
+            advertise: None,
             request_metrics: true,
             otlp_endpoint: None,
         }

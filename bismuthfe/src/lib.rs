@@ -11,11 +11,13 @@
 
 mod body;
 pub mod config;
+pub mod load;
 pub mod metrics;
 pub mod proxy;
 pub mod ring;
 pub mod sync;
 pub mod table;
+pub mod wake;
 
 use std::sync::Arc;
 
@@ -37,11 +39,28 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let table = Arc::new(ArcSwap::from_pointee(table::RoutingTable::default()));
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let (waker, wakes) = wake::Waker::new();
+    let load = Arc::new(load::FrontendLoad::new(
+        config.max_held_requests,
+        config.max_held_bytes,
+    ));
+    let advertise = config.advertise.unwrap_or_else(|| {
+        let mut a = listener
+            .local_addr()
+            .unwrap_or_else(|_| ([127, 0, 0, 1], 0).into());
+        if a.ip().is_unspecified() {
+            a.set_ip([127, 0, 0, 1].into());
+        }
+        a
+    });
     let sync_task = tokio::spawn(
         sync_forever(
             config.clone(),
             Arc::clone(&table),
             ready_tx,
+            wakes,
+            Arc::clone(&load),
+            advertise.to_string(),
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("sync")),
@@ -58,6 +77,8 @@ pub async fn run(
         &config,
         metrics,
         tracer.clone(),
+        Arc::clone(&load),
+        waker,
     ));
     info!(addr = %listener.local_addr()?, "bismuthfe serving");
     let handler = move |req, peer| {
@@ -72,15 +93,25 @@ pub async fn run(
     Ok(())
 }
 
-/// Connects to ZooKeeper (retrying until it answers) and keeps the table current.
+/// Connects to ZooKeeper (retrying until it answers), keeps the table
+/// current, registers this frontend and writes the wake-ups held requests ask for.
 async fn sync_forever(
     config: Config,
     table: Arc<ArcSwap<table::RoutingTable>>,
     ready: tokio::sync::watch::Sender<bool>,
+    wakes: tokio::sync::mpsc::Receiver<bismuth_model::FunctionId>,
+    load: Arc<load::FrontendLoad>,
+    advertise: String,
     shutdown: CancellationToken,
 ) {
     let Some(zk) = Zk::connect_retrying(config.zk.clone(), &shutdown).await else {
         return;
     };
-    sync::run(zk, table, ready, shutdown).await;
+    let id = uuid::Uuid::new_v4();
+    info!(%id, addr = advertise, "registering for load reports");
+    tokio::join!(
+        sync::run(zk.clone(), table, ready, load, shutdown.clone()),
+        wake::run(zk.clone(), wakes, shutdown.clone()),
+        wake::register(zk, id, advertise, shutdown),
+    );
 }

@@ -22,8 +22,10 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::body::{BodySlot, Handoff};
+use crate::load::FrontendLoad;
 use crate::ring;
-use crate::table::{RoutingTable, Target};
+use crate::table::{Entry, RoutingTable, Target};
+use crate::wake::Waker;
 use bismuth_daemon::headers::{self, CONTAINER_ID, TRACEPARENT};
 use bismuth_daemon::otel::{self, Tracer};
 use opentelemetry::KeyValue;
@@ -46,6 +48,10 @@ pub struct Proxy {
     refused_backoff: Backoff,
     metrics: Arc<FrontendMetrics>,
     tracer: Option<Tracer>,
+    load: Arc<FrontendLoad>,
+    waker: Waker,
+    cold_start_timeout: Duration,
+    max_held: (u64, u64),
 }
 
 impl Proxy {
@@ -56,6 +62,8 @@ impl Proxy {
         cfg: &crate::config::Config,
         metrics: Arc<FrontendMetrics>,
         tracer: Option<Tracer>,
+        load: Arc<FrontendLoad>,
+        waker: Waker,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -83,6 +91,10 @@ impl Proxy {
             refused_backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(500)),
             metrics,
             tracer,
+            load,
+            waker,
+            cold_start_timeout: cfg.cold_start_timeout,
+            max_held: (cfg.max_held_requests, cfg.max_held_bytes),
         }
     }
 
@@ -99,7 +111,7 @@ impl Proxy {
         // Routed by host, the function sees the whole path; routed by
         // /invoke/{id}, it sees what follows the id.
         let path = parts.uri.path();
-        let (function, rest, targets) = {
+        let (function, rest, entry) = {
             let table = self.table.load();
             let (function, rest) = match host_str.and_then(|h| table.route(h)) {
                 Some(f) => (f, path),
@@ -113,6 +125,7 @@ impl Proxy {
                     }
                     None if path == "/healthz" => return plain(StatusCode::OK, "OK"),
                     None if path == "/metrics" => return self.metrics_page(),
+                    None if path == "/load" => return self.load_page(),
                     None if !*self.ready.borrow() => return not_ready(),
                     None => {
                         let host = host_str.unwrap_or("");
@@ -123,14 +136,8 @@ impl Proxy {
                     }
                 },
             };
-            match table.targets(function) {
-                Some(t) if t.is_empty() => {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("function {function} has no running backend"),
-                    )
-                }
-                Some(t) => (function, rest, Arc::clone(t)),
+            match table.entry(function) {
+                Some(e) => (function, rest, e.clone()),
                 None if !*self.ready.borrow() => return not_ready(),
                 None => {
                     return error(
@@ -167,19 +174,24 @@ impl Proxy {
         parts.headers.remove(header::HOST);
         parts.headers.insert(TRACEPARENT, traceparent.clone());
 
+        let _load = self.load.begin(function);
         let in_flight = self.metrics.begin(function);
-        let response = self
-            .forward(
-                function,
-                rest,
-                &query,
-                &parts,
-                body,
-                targets,
-                peer,
-                traceparent,
-            )
-            .await;
+        let response = match self.running(function, entry, &parts).await {
+            Ok(entry) => {
+                self.forward(
+                    function,
+                    rest,
+                    &query,
+                    &parts,
+                    body,
+                    entry,
+                    peer,
+                    traceparent,
+                )
+                .await
+            }
+            Err(response) => response,
+        };
         if let Some(f) = in_flight {
             f.done(response.status().as_u16());
         }
@@ -193,6 +205,66 @@ impl Proxy {
         response
     }
 
+    /// The function's entry once it has a Running backend: at once, or
+    /// after holding the request while one starts (scale from zero: the
+    /// controller is woken); a clear 503 when the hold is full or no
+    /// instance ran in time, 404 if the function went meanwhile.
+    async fn running(
+        &self,
+        function: FunctionId,
+        entry: Entry,
+        parts: &http::request::Parts,
+    ) -> Result<Entry, Response<ResponseBody>> {
+        if !entry.targets.is_empty() {
+            return Ok(entry);
+        }
+        let no_backend = |waited: Option<Duration>| {
+            let waited = waited.map_or(String::new(), |w| {
+                format!(" (waited {:.1} s for one to start)", w.as_secs_f64())
+            });
+            retry_later(format!(
+                "function {function} has no running backend{waited}"
+            ))
+        };
+        if self.cold_start_timeout.is_zero() {
+            return Err(no_backend(None));
+        }
+        let head = head_bytes(parts);
+        let Some(_held) = self.load.hold(function, head) else {
+            return Err(retry_later(format!(
+                "too many requests are waiting for functions to start ({} at most, {} bytes of headers); retry shortly",
+                self.max_held.0, self.max_held.1
+            )));
+        };
+        let _wait = self.metrics.hold();
+        let since = tokio::time::Instant::now();
+        let deadline = since + self.cold_start_timeout;
+        let mut changes = self.ready.clone();
+        let mut next_wake = since;
+        loop {
+            match self.table.load().entry(function) {
+                Some(e) if !e.targets.is_empty() => return Ok(e.clone()),
+                Some(_) => {}
+                None => {
+                    return Err(error(
+                        StatusCode::NOT_FOUND,
+                        format!("function {function} does not exist"),
+                    ))
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(no_backend(Some(now - since)));
+            }
+            if now >= next_wake {
+                // Again now and then: a wake-up can be lost with a leader.
+                self.waker.wake(function);
+                next_wake = now + Duration::from_secs(2);
+            }
+            let _ = tokio::time::timeout_at(deadline.min(next_wake), changes.changed()).await;
+        }
+    }
+
     /// Sends the request to the function's backends (see the module docs).
     #[allow(clippy::too_many_arguments)]
     async fn forward(
@@ -202,13 +274,13 @@ impl Proxy {
         query: &str,
         parts: &http::request::Parts,
         body: Incoming,
-        targets: Arc<[Target]>,
+        entry: Entry,
         peer: SocketAddr,
         traceparent: HeaderValue,
     ) -> Response<ResponseBody> {
         let slot = BodySlot::new(body);
         let client_hash = ring::client_hash(peer.ip());
-        let mut targets = targets;
+        let mut entry = entry;
         // Every backend refusing usually means their bismuthds restart
         // (an upgrade): hold the request and try again for a while.
         let held_since = tokio::time::Instant::now();
@@ -216,12 +288,17 @@ impl Proxy {
         // Set once the request is held: its wait is observed when it ends.
         let mut hold = None;
         loop {
-            let ranked = ring::rank(client_hash, targets.iter().map(|t| t.hash));
-            for (attempt, index) in ranked.into_iter().take(MAX_ATTEMPTS).enumerate() {
+            let targets = Arc::clone(&entry.targets);
+            for (attempt, index) in order(client_hash, &entry)
+                .into_iter()
+                .take(MAX_ATTEMPTS)
+                .enumerate()
+            {
                 if attempt > 0 && !slot.replayable() {
                     break;
                 }
-                let target = targets[index];
+                let target = &targets[index];
+                let _counted = target.begin();
                 let uri = format!(
                     "http://{}:{}/invoke/{}{rest}{query}",
                     target.backend.ip, self.backend_port, target.backend.container_id
@@ -277,8 +354,8 @@ impl Proxy {
             hold.get_or_insert_with(|| self.metrics.hold());
             tokio::time::sleep(delay).await;
             // The table may have changed meanwhile (a backend moved).
-            match self.table.load().targets(function) {
-                Some(t) if !t.is_empty() => targets = Arc::clone(t),
+            match self.table.load().entry(function) {
+                Some(e) if !e.targets.is_empty() => entry = e.clone(),
                 _ => break,
             }
         }
@@ -289,10 +366,52 @@ impl Proxy {
     }
 }
 
+/// The order to try a function's backends in: the client's rendezvous
+/// ranking, except that when some are at their `concurrency` (counting
+/// this frontend's requests), those with room come first and the busy ones
+/// after, least loaded first (there the request waits for a slot).
+fn order(client_hash: u64, entry: &Entry) -> Vec<usize> {
+    let targets = &entry.targets;
+    let mut ranked = ring::rank(client_hash, targets.iter().map(|t| t.hash));
+    if ranked
+        .iter()
+        .any(|&i| targets[i].load() >= entry.concurrency)
+    {
+        // Stable: rank order within those with room.
+        ranked.sort_by_key(|&i| {
+            let load = targets[i].load();
+            if load < entry.concurrency {
+                (0, 0)
+            } else {
+                (1, load)
+            }
+        });
+    }
+    ranked
+}
+
+/// The size of a request's head (line and headers), for the hold bound.
+fn head_bytes(parts: &http::request::Parts) -> u64 {
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    (headers + parts.uri.to_string().len() + 16) as u64
+}
+
+/// 503 with `Retry-After: 1`.
+fn retry_later(message: String) -> Response<ResponseBody> {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 fn respond(
     response: Response<Incoming>,
     traceparent: HeaderValue,
-    target: Target,
+    target: &Target,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -306,6 +425,18 @@ fn respond(
 }
 
 impl Proxy {
+    /// `GET /load` (on a host that is not routed): what the controller's
+    /// autoscaler reads.
+    fn load_page(&self) -> Response<ResponseBody> {
+        let body = serde_json::to_vec(&self.load.report()).unwrap_or_default();
+        let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
     /// `GET /metrics` (on a host that is not routed).
     fn metrics_page(&self) -> Response<ResponseBody> {
         let mut r = Response::new(Either::Right(Full::new(Bytes::from(self.metrics.render()))));

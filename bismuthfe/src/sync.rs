@@ -15,15 +15,20 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bismuth_controller::Backoff;
 use bismuth_model::paths::{self, Znode};
-use bismuth_model::{unpack_backends, Backend, ContainerState, FunctionId};
+use bismuth_model::{
+    unpack_backends, Backend, ContainerState, FunctionDefinition, FunctionId, DEFAULT_CONCURRENCY,
+};
 use bismuth_zk::store::functions::decode_function_id;
 use bismuth_zk::{TreeWatch, WatchEvent, Zk, ZkError};
+use std::sync::atomic::AtomicU64;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::table::RoutingTable;
+use crate::load::FrontendLoad;
+use crate::ring;
+use crate::table::{RoutingTable, Target};
 
 /// What the sync task knows of the tree.
 #[derive(Debug, Default)]
@@ -34,21 +39,43 @@ struct Model {
     /// Nodes whose bismuthd holds no session (no `alive` znode): their
     /// backends get no requests, whatever their last status says.
     dead: HashSet<Ipv4Addr>,
+    /// Each function's `concurrency` (from its definition).
+    concurrency: HashMap<FunctionId, u32>,
+    /// This frontend's requests on each backend, carried from one table to
+    /// the next.
+    counts: HashMap<Uuid, Arc<AtomicU64>>,
 }
 
 impl Model {
-    fn snapshot(&self) -> RoutingTable {
-        let running = self.backends.iter().map(|(id, list)| {
+    fn snapshot(&mut self) -> RoutingTable {
+        let listed: HashSet<Uuid> = self
+            .backends
+            .values()
+            .flatten()
+            .map(|b| b.container_id)
+            .collect();
+        self.counts.retain(|cid, _| listed.contains(cid));
+        let mut running = Vec::with_capacity(self.backends.len());
+        for (id, list) in &self.backends {
             let up = list
                 .iter()
                 .filter(|b| {
                     self.states.get(&(b.ip, b.container_id)) == Some(&ContainerState::Running)
                         && !self.dead.contains(&b.ip)
                 })
-                .copied()
+                .map(|b| Target {
+                    backend: *b,
+                    hash: ring::backend_hash(b),
+                    in_flight: Arc::clone(self.counts.entry(b.container_id).or_default()),
+                })
                 .collect();
-            (*id, up)
-        });
+            let concurrency = self
+                .concurrency
+                .get(id)
+                .copied()
+                .unwrap_or(DEFAULT_CONCURRENCY);
+            running.push((*id, up, concurrency));
+        }
         RoutingTable::new(self.routes.clone(), running)
     }
 
@@ -82,6 +109,18 @@ impl Model {
                     .collect::<Vec<_>>(),
             )
             .await?;
+        let defs = zk
+            .get_many(
+                &ids.iter()
+                    .map(|id| paths::function(*id))
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+        for (id, raw) in ids.iter().zip(defs) {
+            if let Some(c) = raw.as_ref().and_then(|r| concurrency_of(&r.value)) {
+                fresh.concurrency.insert(*id, c);
+            }
+        }
         for (id, raw) in ids.into_iter().zip(lists) {
             let Some(raw) = raw else { continue };
             let list = unpack_backends(&raw.value).unwrap_or_else(|e| {
@@ -122,6 +161,7 @@ impl Model {
                 fresh.dead.insert(ip);
             }
         }
+        fresh.counts = std::mem::take(&mut self.counts);
         *self = fresh;
         Ok(())
     }
@@ -154,6 +194,14 @@ impl Model {
     }
 
     async fn refresh_function(&mut self, zk: &Zk, id: FunctionId) -> Result<(), ZkError> {
+        match zk
+            .get_opt(&paths::function(id))
+            .await?
+            .and_then(|r| concurrency_of(&r.value))
+        {
+            Some(c) => self.concurrency.insert(id, c),
+            None => self.concurrency.remove(&id),
+        };
         let list = match zk.get_opt(&paths::function_backends(id)).await? {
             Some(raw) => unpack_backends(&raw.value).unwrap_or_else(|e| {
                 warn!(function = %id, error = %e, "ignoring unreadable backend list");
@@ -218,12 +266,21 @@ impl Model {
     }
 }
 
+/// The `concurrency` of a stored definition (`None` if unreadable).
+fn concurrency_of(raw: &[u8]) -> Option<u32> {
+    serde_json::from_slice::<FunctionDefinition>(raw)
+        .ok()
+        .map(|d| d.concurrency())
+}
+
 /// Runs until `shutdown`, publishing snapshots into `table`. `ready` turns
-/// true after the first complete load.
+/// true after the first complete load (and is sent again after every
+/// update, so held requests learn of new backends).
 pub async fn run(
     zk: Zk,
     table: Arc<ArcSwap<RoutingTable>>,
     ready: watch::Sender<bool>,
+    load: Arc<FrontendLoad>,
     shutdown: CancellationToken,
 ) {
     let mut watches = [
@@ -268,6 +325,7 @@ pub async fn run(
                 pending.clear();
                 table.store(Arc::new(model.snapshot()));
                 ready.send_replace(true);
+                load.retain(|id| model.backends.contains_key(id));
             }
             Err(e) => {
                 // Keep serving the last snapshot; re-read everything when ZooKeeper is back.

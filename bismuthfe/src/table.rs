@@ -3,48 +3,109 @@
 //! swaps it in whole; requests only read the current snapshot.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use bismuth_model::{Backend, FunctionId};
+use bismuth_model::{Backend, FunctionId, DEFAULT_CONCURRENCY};
 
 use crate::ring;
 
-/// A Running backend with its precomputed hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A Running backend with its precomputed hash and this frontend's count of
+/// requests on it (shared by every table that lists the backend).
+#[derive(Clone, Debug)]
 pub struct Target {
     /// Where to send requests.
     pub backend: Backend,
     /// [`ring::backend_hash`] of it.
     pub hash: u64,
+    /// Requests this frontend has on it now.
+    pub in_flight: Arc<AtomicU64>,
+}
+
+impl Target {
+    /// A target with its own count (tests; the sync task shares counts).
+    pub fn new(backend: Backend) -> Target {
+        Target {
+            backend,
+            hash: ring::backend_hash(&backend),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Requests this frontend has on it now.
+    pub fn load(&self) -> u64 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Counts a request on it until the guard drops.
+    pub fn begin(&self) -> TargetGuard {
+        self.in_flight.fetch_add(1, Relaxed);
+        TargetGuard(Arc::clone(&self.in_flight))
+    }
+}
+
+/// A request on a [`Target`].
+#[derive(Debug)]
+pub struct TargetGuard(Arc<AtomicU64>);
+
+impl Drop for TargetGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A function as requests need it: its Running backends, and how many
+/// requests one of them serves at once.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub targets: Arc<[Target]>,
+    pub concurrency: u64,
 }
 
 /// Where a request goes, as far as the table knows.
 #[derive(Clone, Debug, Default)]
 pub struct RoutingTable {
     routes: HashMap<String, FunctionId>,
-    functions: HashMap<FunctionId, Arc<[Target]>>,
+    functions: HashMap<FunctionId, Entry>,
 }
 
 impl RoutingTable {
-    /// Builds a table from routes and each function's Running backends.
+    /// Builds a table from routes and each function's Running backends
+    /// (with their shared counts) and concurrency.
     pub fn new(
         routes: HashMap<String, FunctionId>,
-        running: impl IntoIterator<Item = (FunctionId, Vec<Backend>)>,
+        running: impl IntoIterator<Item = (FunctionId, Vec<Target>, u32)>,
     ) -> Self {
         let functions = running
             .into_iter()
-            .map(|(id, backends)| {
-                let targets: Arc<[Target]> = backends
-                    .into_iter()
-                    .map(|backend| Target {
-                        backend,
-                        hash: ring::backend_hash(&backend),
-                    })
-                    .collect();
-                (id, targets)
+            .map(|(id, targets, concurrency)| {
+                (
+                    id,
+                    Entry {
+                        targets: targets.into(),
+                        concurrency: u64::from(concurrency.max(1)),
+                    },
+                )
             })
             .collect();
         RoutingTable { routes, functions }
+    }
+
+    /// A table of functions with the default concurrency (tests, benchmarks).
+    pub fn with_backends(
+        routes: HashMap<String, FunctionId>,
+        running: impl IntoIterator<Item = (FunctionId, Vec<Backend>)>,
+    ) -> Self {
+        RoutingTable::new(
+            routes,
+            running.into_iter().map(|(id, b)| {
+                (
+                    id,
+                    b.into_iter().map(Target::new).collect(),
+                    DEFAULT_CONCURRENCY,
+                )
+            }),
+        )
     }
 
     /// The function a `Host` header routes to (port and case ignored).
@@ -60,6 +121,11 @@ impl RoutingTable {
 
     /// A function's Running backends; `None` if the function is unknown.
     pub fn targets(&self, function: FunctionId) -> Option<&Arc<[Target]>> {
+        self.functions.get(&function).map(|e| &e.targets)
+    }
+
+    /// A function's entry; `None` if the function is unknown.
+    pub fn entry(&self, function: FunctionId) -> Option<&Entry> {
         self.functions.get(&function)
     }
 
@@ -94,7 +160,7 @@ mod tests {
     #[test]
     fn host_lookup_ignores_port_case_and_trailing_dot() {
         let f = Uuid::new_v4();
-        let t = RoutingTable::new([("app.example.com".to_owned(), f)].into(), []);
+        let t = RoutingTable::with_backends([("app.example.com".to_owned(), f)].into(), []);
         for h in [
             "app.example.com",
             "APP.Example.com:8000",

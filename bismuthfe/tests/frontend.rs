@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use bismuth_model::paths;
 use bismuth_model::ContainerState::{Failed, Running, Starting};
 use bismuth_testkit::eventually;
 use bismuth_zk::store::functions;
@@ -123,12 +124,19 @@ async fn route_changes_take_effect_without_restart() {
     functions::delete_function(&cluster.zk, first)
         .await
         .unwrap();
-    let r = wait_status(&cluster, "/", "moving.test", StatusCode::NOT_FOUND).await;
+    // (A request held while the function went answers 404 "does not
+    // exist" first; then the route is gone too.)
+    let client = client_from(Ipv4Addr::LOCALHOST);
+    let r = eventually("the route to be gone", WAIT, || async {
+        let r = get(&client, &cluster.url("/"), &[("host", "moving.test")]).await;
+        let unrouted = r.status == StatusCode::NOT_FOUND
+            && r.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no function is routed from host"));
+        unrouted.then_some(r)
+    })
+    .await;
     assert_eq!(r.headers["content-type"], "application/json");
-    assert!(r.json()["error"]
-        .as_str()
-        .unwrap()
-        .contains("no function is routed from host"));
 
     let second = cluster.function(&["moving.test"]).await;
     cluster.backend(second, NODE_B, Running).await;
@@ -509,4 +517,99 @@ async fn a_request_is_held_while_its_only_backend_restarts() {
     let r = request.await.unwrap();
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.json()["node"], NODE_B.to_string());
+}
+
+#[tokio::test]
+async fn a_request_for_a_function_at_zero_is_held_until_an_instance_runs() {
+    let cluster = Cluster::start_with(|c| {
+        c.cold_start_timeout = Duration::from_secs(20);
+        c.max_held_requests = 2;
+    })
+    .await;
+    let _a = cluster.stand_in(NODE_A).await;
+    let f = cluster.function(&["cold.test"]).await;
+    // Once a function created after it answers, the frontend knows this
+    // one too, with no backend at all (scaled to zero).
+    let warm = cluster.function(&["warm.test"]).await;
+    cluster.backend(warm, NODE_A, Running).await;
+    wait_status(&cluster, "/", "warm.test", StatusCode::OK).await;
+    let held = {
+        let url = cluster.url("/");
+        tokio::spawn(async move {
+            get(
+                &client_from(Ipv4Addr::LOCALHOST),
+                &url,
+                &[("host", "cold.test")],
+            )
+            .await
+        })
+    };
+    // It asks the controller for an instance, and shows as held in /load.
+    let wake = paths::function_wake(f);
+    eventually("a wake-up for the function", WAIT, || async {
+        cluster.zk.exists(&wake).await.unwrap().then_some(())
+    })
+    .await;
+    eventually("the request to count as held", WAIT, || async {
+        let load = http_get_load(&cluster).await?;
+        let held = load["functions"]
+            .as_array()?
+            .iter()
+            .find(|l| l["function"] == f.to_string())?["held"]
+            .as_u64()?;
+        (held == 1).then_some(())
+    })
+    .await;
+    // Holds are bounded: a third request at once is refused with Retry-After.
+    let second = {
+        let url = cluster.url("/");
+        tokio::spawn(async move {
+            get(
+                &client_from(Ipv4Addr::LOCALHOST),
+                &url,
+                &[("host", "cold.test")],
+            )
+            .await
+        })
+    };
+    eventually("two requests held", WAIT, || async {
+        let load = http_get_load(&cluster).await?;
+        let held = load["functions"]
+            .as_array()?
+            .iter()
+            .find(|l| l["function"] == f.to_string())?["held"]
+            .as_u64()?;
+        (held == 2).then_some(())
+    })
+    .await;
+    let r = get(
+        &client_from(Ipv4Addr::LOCALHOST),
+        &cluster.url("/"),
+        &[("host", "cold.test")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("too many requests are waiting"));
+
+    // An instance comes: both held requests are answered by it.
+    cluster.backend(f, NODE_A, Running).await;
+    for r in [held.await.unwrap(), second.await.unwrap()] {
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(r.json()["node"], NODE_A.to_string());
+    }
+}
+
+/// The frontend's `GET /load`, once it lists a function.
+async fn http_get_load(cluster: &Cluster) -> Option<serde_json::Value> {
+    let r = get(
+        &client_from(Ipv4Addr::LOCALHOST),
+        &cluster.url("/load"),
+        &[],
+    )
+    .await;
+    (r.status == StatusCode::OK).then(|| r.json())
 }

@@ -160,6 +160,14 @@ impl std::ops::Deref for System {
     }
 }
 
+/// Extra flags for the daemons of a [`System`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flags<'a> {
+    pub bismuthd: &'a [&'a str],
+    pub api: &'a [&'a str],
+    pub bismuthfe: &'a [&'a str],
+}
+
 /// A running Bismuth: ZooKeeper, containerd, bismuthd, api, bismuthfe.
 #[derive(Debug)]
 pub struct System {
@@ -192,10 +200,24 @@ impl System {
         System::start_full(&[], Some(endpoint.to_owned())).await
     }
 
+    /// [`start`](Self::start) with extra flags for each daemon.
+    pub async fn start_flags(flags: Flags<'_>) -> anyhow::Result<System> {
+        System::start_all(flags, None).await
+    }
+
     async fn start_full(
         bismuthd_args: &[&str],
         otlp_endpoint: Option<String>,
     ) -> anyhow::Result<System> {
+        let flags = Flags {
+            bismuthd: bismuthd_args,
+            ..Flags::default()
+        };
+        System::start_all(flags, otlp_endpoint).await
+    }
+
+    async fn start_all(flags: Flags<'_>, otlp_endpoint: Option<String>) -> anyhow::Result<System> {
+        let bismuthd_args = flags.bismuthd;
         let bin = binaries()?;
         let zookeeper = ZooKeeper::start()?;
         let containerd = Containerd::start()?;
@@ -297,10 +319,12 @@ impl System {
             ]
             .map(String::from),
         );
+        args.extend(flags.api.iter().map(|a| a.to_string()));
         s.spawn("api", args, s.api_port).await?;
 
         let mut args = common(format!("127.0.0.1:{}", s.fe_port));
         args.extend(["--backend-port".into(), s.bismuthd_port.to_string()]);
+        args.extend(flags.bismuthfe.iter().map(|a| a.to_string()));
         s.spawn("bismuthfe", args, s.fe_port).await?;
 
         // The node counts once bismuthd holds its liveness znode.

@@ -12,7 +12,9 @@
 //! requeue the function with jittered backoff; the view catches up from
 //! the watch meanwhile.
 
+pub mod autoscale;
 pub mod leader;
+pub mod load;
 pub mod plan;
 pub mod rollout;
 pub mod view;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bismuth_controller::{Action, Config, Controller};
-use bismuth_model::{paths, Backend, ContainerState, FunctionId};
+use bismuth_model::{paths, Backend, ContainerState, FunctionId, ScaleRecord};
 use bismuth_zk::store::functions;
 use bismuth_zk::{Txn, Zk, ZkError};
 use tokio_util::sync::CancellationToken;
@@ -51,6 +53,15 @@ pub enum Error {
     Restore(String),
 }
 
+/// What the controller is told by the api's configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Where bismuthd listens on every node (its `/load`).
+    pub bismuthd_port: u16,
+    /// The autoscaler's stable and panic windows.
+    pub windows: autoscale::Windows,
+}
+
 /// What reconciles share.
 #[derive(Debug)]
 struct Ctx {
@@ -58,6 +69,7 @@ struct Ctx {
     view: Arc<SharedView>,
     term: Term,
     metrics: Arc<ApiMetrics>,
+    board: Arc<load::Board>,
 }
 
 impl Ctx {
@@ -73,6 +85,7 @@ pub async fn run(
     me: Candidate,
     view: Arc<SharedView>,
     metrics: Arc<ApiMetrics>,
+    settings: Settings,
     shutdown: CancellationToken,
 ) {
     let mut election = zk.watch_tree(leader::CONTROLLER);
@@ -86,6 +99,7 @@ pub async fn run(
             term,
             Arc::clone(&view),
             Arc::clone(&metrics),
+            settings,
             stop.clone(),
         )
         .instrument(tracing::info_span!("controller", epoch = term.epoch));
@@ -103,21 +117,33 @@ pub async fn run(
     }
 }
 
-/// One term: reconcile every function, then those the view's changes touch.
+/// One term: reconcile every function, then those the view's changes
+/// touch and those the autoscaler decides about.
 async fn lead(
     zk: Zk,
     term: Term,
     view: Arc<SharedView>,
     metrics: Arc<ApiMetrics>,
+    settings: Settings,
     stop: CancellationToken,
 ) {
     let ctl: Controller<FunctionId> = Controller::new("controller");
+    let board = Arc::new(load::Board::new(settings.windows));
     let ctx = Arc::new(Ctx {
         zk: zk.clone(),
         view: Arc::clone(&view),
         term,
         metrics,
+        board: Arc::clone(&board),
     });
+    let autoscaler = load::run(
+        zk.clone(),
+        Arc::clone(&view),
+        board,
+        settings.bismuthd_port,
+        ctl.clone(),
+        stop.clone(),
+    );
     let follow = {
         let ctl = ctl.clone();
         let stop = stop.clone();
@@ -160,7 +186,7 @@ async fn lead(
             stop.clone(),
         )
     };
-    tokio::join!(follow, reconciler);
+    tokio::join!(follow, reconciler, autoscaler);
 }
 
 /// What one reconcile decided, taken from the view under its lock.
@@ -173,6 +199,11 @@ struct Decision {
     backends_version: i32,
     /// The rollout record to write, with its version.
     rollout: Option<(Rollout, i32)>,
+    /// The autoscaler's decision to store (with the stored record's version,
+    /// `None`: create it), and the change it makes (from, to).
+    scale: Option<(ScaleRecord, Option<i32>, u32)>,
+    /// Delete the wake-up a frontend left.
+    wake: bool,
     /// The definition to restore on rollback, with the current one and its version.
     restore: Option<(
         bismuth_model::FunctionDefinition,
@@ -188,8 +219,12 @@ async fn reconcile(ctx: &Ctx, id: FunctionId) -> Result<Action, Error> {
         Outcome::Nothing(Some(after)) => return Ok(Action::requeue(after)),
         Outcome::Act(d) => d,
     };
-    let changes =
-        !d.placed.is_empty() || !d.remove.is_empty() || d.rollout.is_some() || d.restore.is_some();
+    let instances_change = !d.placed.is_empty() || !d.remove.is_empty();
+    let changes = instances_change
+        || d.rollout.is_some()
+        || d.restore.is_some()
+        || d.scale.is_some()
+        || d.wake;
     if !changes {
         // Nothing could be placed: writing nothing, look again later.
         warn!(function = %id, missing = d.wanted_place, "no node has room for the instances it needs; will retry");
@@ -218,11 +253,26 @@ async fn reconcile(ctx: &Ctx, id: FunctionId) -> Result<Action, Error> {
     for (b, _) in &d.remove {
         functions::add_container_removal(&ctx.zk, &mut txn, *b).await?;
     }
-    txn.set(
-        paths::function_backends(id),
-        bismuth_model::pack_backends(&backends),
-        Some(d.backends_version),
-    );
+    if instances_change {
+        txn.set(
+            paths::function_backends(id),
+            bismuth_model::pack_backends(&backends),
+            Some(d.backends_version),
+        );
+    } else {
+        // Decided on these backends: still them.
+        txn.check(paths::function_backends(id), d.backends_version);
+    }
+    if let Some((record, version, _)) = &d.scale {
+        let data = serde_json::to_vec(record).unwrap_or_default();
+        match version {
+            Some(v) => txn.set(paths::function_scale(id), data, Some(*v)),
+            None => txn.create(paths::function_scale(id), data),
+        };
+    }
+    if d.wake {
+        txn.delete(paths::function_wake(id), None);
+    }
     if let Some((def, version, current)) = &d.restore {
         txn.set(paths::function(id), def.to_json(), Some(*version));
         crate::deploy::route_changes(&ctx.zk, &mut txn, id, current, def)
@@ -233,6 +283,10 @@ async fn reconcile(ctx: &Ctx, id: FunctionId) -> Result<Action, Error> {
         txn.set(paths::function_rollout(id), r.encode(), Some(*version));
     }
     ctx.zk.commit(&txn).await?;
+    if let Some((record, _, from)) = &d.scale {
+        ctx.metrics.scaled(id, record.desired > *from);
+        info!(function = %id, from, to = record.desired, "scaled");
+    }
     for (b, reason) in &d.remove {
         if let Some(label) = reason.reschedule_label() {
             ctx.metrics.rescheduled(label);
@@ -318,9 +372,43 @@ fn decide(ctx: &Ctx, id: FunctionId) -> Outcome {
             backends_version: backends.version,
             rollout: rollout.map(|r| (r.value, r.version)),
             restore,
+            scale: None,
+            wake: false,
             requeue: None,
         }));
     }
+    // How many: fixed (max_instances), or what the autoscaler decided
+    // (stored in /function/{id}/scale by this reconcile); a frontend's
+    // wake-up brings a function at zero to one at once.
+    let stored = f.scale.as_ref().map(|s| s.value);
+    let mut desired = def.value.desired(stored);
+    let mut scale = None;
+    let autoscaled = def.value.autoscaled();
+    let bounds = autoscale::Bounds {
+        min: def.value.min(),
+        max: def.value.max_instances,
+        concurrency: def.value.concurrency(),
+        idle_timeout: def.value.idle_timeout(),
+    };
+    if autoscaled {
+        let mut target = ctx
+            .board
+            .decision(id)
+            .unwrap_or(desired)
+            .clamp(bounds.min, bounds.max);
+        if f.wake && target == 0 {
+            target = ctx.board.woken(id, bounds);
+        }
+        if target != desired || stored.is_none() {
+            scale = Some((
+                ScaleRecord { desired: target },
+                f.scale.as_ref().map(|s| s.version),
+                desired,
+            ));
+            desired = target;
+        }
+    }
+    let wake = f.wake;
     let instances: Vec<Instance> = backends
         .value
         .iter()
@@ -336,12 +424,24 @@ fn decide(ctx: &Ctx, id: FunctionId) -> Outcome {
             }
         })
         .collect();
-    let decided = plan::plan(def.value.max_instances as usize, &instances, |ip| {
-        view.nodes
-            .iter()
-            .any(|(o, n)| *o != ip && n.enabled && n.alive() && !n.evacuate)
-    });
-    if decided.is_empty() {
+    // A scale-down takes only instances idle for idle_timeout with nothing
+    // in flight (or failed ones); a fixed-size function's extras all go.
+    let removable = |i: &Instance| {
+        !autoscaled
+            || i.state == Some(ContainerState::Failed)
+            || ctx.board.idle(i.backend.container_id, bounds.idle_timeout)
+    };
+    let decided = plan::plan(
+        desired as usize,
+        &instances,
+        |ip| {
+            view.nodes
+                .iter()
+                .any(|(o, n)| *o != ip && n.enabled && n.alive() && !n.evacuate)
+        },
+        removable,
+    );
+    if decided.is_empty() && scale.is_none() && !wake {
         return Outcome::Nothing(requeue);
     }
     let candidates = view.candidates(id, &decided.avoid);
@@ -367,6 +467,8 @@ fn decide(ctx: &Ctx, id: FunctionId) -> Outcome {
         backends_version: backends.version,
         rollout: None,
         restore: None,
+        scale,
+        wake,
         requeue,
     }))
 }

@@ -77,11 +77,14 @@ impl Plan {
 
 /// Plans `wanted` instances from `instances`. `other_nodes_can_run(ip)`
 /// says whether some alive, schedulable node other than `ip` exists (a
-/// failing instance is only moved when it does).
+/// failing instance is only moved when it does). `removable(instance)`
+/// says whether an instance beyond `wanted` may go now (a scale-down takes
+/// only idle instances; the others stay until they are).
 pub fn plan(
     wanted: usize,
     instances: &[Instance],
     other_nodes_can_run: impl Fn(Ipv4Addr) -> bool,
+    removable: impl Fn(&Instance) -> bool,
 ) -> Plan {
     let mut out = Plan::default();
     let mut stay: Vec<&Instance> = Vec::new();
@@ -102,12 +105,16 @@ pub fn plan(
     // Extras go first where they serve least: not Running, then the later
     // ones in a stable order.
     stay.sort_by_key(|i| (i.state != Some(ContainerState::Running), i.backend));
-    if stay.len() > wanted {
-        for i in stay.drain(wanted..) {
-            out.remove.push((i.backend, Reason::Extra));
+    let mut excess = stay.len().saturating_sub(wanted);
+    let mut at = stay.len();
+    while excess > 0 && at > 0 {
+        at -= 1;
+        if removable(stay[at]) {
+            out.remove.push((stay.remove(at).backend, Reason::Extra));
+            excess -= 1;
         }
     }
-    out.place = wanted - stay.len();
+    out.place = wanted.saturating_sub(stay.len());
     // A moving instance stays while the instances that stay do not yet run
     // enough; the Running ones are the last to go.
     let running = stay
@@ -155,16 +162,16 @@ mod tests {
     #[test]
     fn steady_state_does_nothing() {
         let all = vec![inst(1, Running), inst(2, Running)];
-        assert!(plan(2, &all, |_| true).is_empty());
+        assert!(plan(2, &all, |_| true, |_| true).is_empty());
         // Starting counts: it is on its way.
-        assert!(plan(1, &[inst(1, Starting)], |_| true).is_empty());
+        assert!(plan(1, &[inst(1, Starting)], |_| true, |_| true).is_empty());
     }
 
     #[test]
     fn a_dead_node_is_replaced_at_once() {
         let mut lost = inst(1, Running);
         lost.node_alive = false;
-        let p = plan(2, &[lost.clone(), inst(2, Running)], |_| true);
+        let p = plan(2, &[lost.clone(), inst(2, Running)], |_| true, |_| true);
         assert_eq!(p.place, 1);
         assert_eq!(p.remove, vec![(lost.backend, Reason::NodeLost)]);
     }
@@ -172,16 +179,16 @@ mod tests {
     #[test]
     fn extras_go_not_running_first() {
         let all = vec![inst(1, Running), inst(2, Starting), inst(3, Running)];
-        let p = plan(2, &all, |_| true);
+        let p = plan(2, &all, |_| true, |_| true);
         assert_eq!(p.place, 0);
         assert_eq!(p.remove, vec![(all[1].backend, Reason::Extra)]);
-        let p = plan(0, &all, |_| true);
+        let p = plan(0, &all, |_| true, |_| true);
         assert_eq!(reasons(&p), vec![Reason::Extra; 3]);
     }
 
     #[test]
     fn missing_instances_are_placed() {
-        let p = plan(3, &[inst(1, Running)], |_| true);
+        let p = plan(3, &[inst(1, Running)], |_| true, |_| true);
         assert_eq!(p.place, 2);
         assert!(p.remove.is_empty());
     }
@@ -190,15 +197,15 @@ mod tests {
     fn a_failing_instance_moves_only_if_another_node_can_run_it() {
         let mut bad = inst(1, Failed);
         bad.failures = FAILING_AFTER;
-        let p = plan(1, &[bad.clone()], |_| true);
+        let p = plan(1, &[bad.clone()], |_| true, |_| true);
         assert_eq!(p.place, 1);
         assert_eq!(p.remove, vec![(bad.backend, Reason::Failing)]);
         assert!(p.avoid.contains(&bad.backend.ip));
         // Alone in the fleet: it stays and its bismuthd keeps restarting it.
-        assert!(plan(1, &[bad.clone()], |_| false).is_empty());
+        assert!(plan(1, &[bad.clone()], |_| false, |_| true).is_empty());
         // Four failures are not yet five.
         bad.failures = FAILING_AFTER - 1;
-        assert!(plan(1, &[bad], |_| true).is_empty());
+        assert!(plan(1, &[bad], |_| true, |_| true).is_empty());
     }
 
     #[test]
@@ -206,20 +213,31 @@ mod tests {
         let mut old = inst(1, Running);
         old.moving = true;
         // Nothing elsewhere yet: place one, keep the old one.
-        let p = plan(1, &[old.clone()], |_| true);
+        let p = plan(1, &[old.clone()], |_| true, |_| true);
         assert_eq!(p.place, 1);
         assert!(p.remove.is_empty());
         // The replacement starts: nothing more to do.
         let new = inst(2, Starting);
-        assert!(plan(1, &[old.clone(), new.clone()], |_| true)
+        assert!(plan(1, &[old.clone(), new.clone()], |_| true, |_| true)
             .remove
             .is_empty());
-        assert_eq!(plan(1, &[old.clone(), new], |_| true).place, 0);
+        assert_eq!(plan(1, &[old.clone(), new], |_| true, |_| true).place, 0);
         // It runs: the old one goes.
         let new = inst(2, Running);
-        let p = plan(1, &[old.clone(), new], |_| true);
+        let p = plan(1, &[old.clone(), new], |_| true, |_| true);
         assert_eq!(p.remove, vec![(old.backend, Reason::Replaced)]);
         assert_eq!(p.place, 0);
+    }
+
+    #[test]
+    fn a_scale_down_takes_only_removable_instances() {
+        let all = vec![inst(1, Running), inst(2, Running), inst(3, Running)];
+        let idle = all[1].backend;
+        let p = plan(1, &all, |_| true, |i| i.backend == idle);
+        assert_eq!(p.remove, vec![(idle, Reason::Extra)]);
+        assert_eq!(p.place, 0, "the busy extra stays; nothing new either");
+        // None idle: nothing goes.
+        assert!(plan(0, &all, |_| true, |_| false).is_empty());
     }
 
     #[test]
@@ -234,7 +252,7 @@ mod tests {
         let mut all = olds.clone();
         all.push(inst(4, Running));
         all.push(inst(5, Starting));
-        let p = plan(3, &all, |_| true);
+        let p = plan(3, &all, |_| true, |_| true);
         assert_eq!(p.place, 1, "three wanted where two are placed");
         // One new runs: two of the three old stay.
         assert_eq!(reasons(&p), vec![Reason::Replaced]);

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use bismuth_model::{
     paths, unpack_backends, Backend, ContainerRecord, ContainerState, FunctionDefinition,
-    FunctionId, NodeCapacity, NodeState,
+    FunctionId, NodeCapacity, NodeState, ScaleRecord,
 };
 use bismuth_zk::{Versioned, Zk, ZkError};
 use uuid::Uuid;
@@ -43,6 +43,10 @@ pub struct FunctionInfo {
     pub def: Option<Versioned<FunctionDefinition>>,
     pub backends: Option<Versioned<Vec<Backend>>>,
     pub rollout: Option<Versioned<Rollout>>,
+    /// The autoscaler's stored decision.
+    pub scale: Option<Versioned<ScaleRecord>>,
+    /// A frontend holds requests for it and asked for an instance.
+    pub wake: bool,
 }
 
 /// A container as the controller sees it.
@@ -71,6 +75,8 @@ pub enum Change {
     Function(FunctionId, Option<Versioned<FunctionDefinition>>),
     Backends(FunctionId, Option<Versioned<Vec<Backend>>>),
     Rollout(FunctionId, Option<Versioned<Rollout>>),
+    Scale(FunctionId, Option<Versioned<ScaleRecord>>),
+    Wake(FunctionId, bool),
     /// A node's (enabled, version) and, read after them, its containers
     /// (every placement bumps the version in the same transaction as its
     /// containers, so the version never runs ahead of the load it vouches
@@ -106,6 +112,8 @@ pub async fn fetch(zk: &Zk, path: &str) -> Result<Change, ZkError> {
         Znode::FunctionRollout(id) => {
             Change::Rollout(id, raw().await?.as_ref().and_then(rollout::decode))
         }
+        Znode::FunctionScale(id) => Change::Scale(id, raw().await?.as_ref().and_then(decode_scale)),
+        Znode::FunctionWake(id) => Change::Wake(id, zk.exists(path).await?),
         Znode::Node(ip) => match raw().await? {
             None => Change::Node(ip, None),
             Some(node) => Change::Node(
@@ -139,7 +147,7 @@ pub async fn fetch(zk: &Zk, path: &str) -> Result<Change, ZkError> {
             raw().await?.and_then(|s| ContainerState::decode(&s.value)),
         ),
         Znode::ContainerReport(ip, cid) => Change::Report(ip, cid, raw().await?.map(|r| r.value)),
-        Znode::NodeContainers(_) | Znode::Route(_) => Change::None,
+        Znode::NodeContainers(_) | Znode::Route(_) | Znode::Frontend(_) => Change::None,
     })
 }
 
@@ -275,17 +283,22 @@ impl View {
                     paths::function(*id),
                     paths::function_backends(*id),
                     paths::function_rollout(*id),
+                    paths::function_scale(*id),
+                    paths::function_wake(*id),
                 ]
             })
             .collect();
         let data = zk.get_many(&function_paths).await?;
         for (i, id) in ids.iter().enumerate() {
+            let d = &data[5 * i..5 * i + 5];
             view.functions.insert(
                 *id,
                 FunctionInfo {
-                    def: data[3 * i].as_ref().and_then(decode_def),
-                    backends: data[3 * i + 1].as_ref().and_then(decode_backends),
-                    rollout: data[3 * i + 2].as_ref().and_then(rollout::decode),
+                    def: d[0].as_ref().and_then(decode_def),
+                    backends: d[1].as_ref().and_then(decode_backends),
+                    rollout: d[2].as_ref().and_then(rollout::decode),
+                    scale: d[3].as_ref().and_then(decode_scale),
+                    wake: d[4].is_some(),
                 },
             );
         }
@@ -314,6 +327,18 @@ impl View {
             }
             Change::Rollout(id, rollout) => {
                 self.functions.entry(id).or_default().rollout = rollout;
+                Touched::Function(id)
+            }
+            Change::Scale(id, scale) => {
+                if let Some(f) = self.functions.get_mut(&id) {
+                    f.scale = scale;
+                }
+                Touched::Function(id)
+            }
+            Change::Wake(id, wake) => {
+                if let Some(f) = self.functions.get_mut(&id) {
+                    f.wake = wake;
+                }
                 Touched::Function(id)
             }
             Change::Node(ip, None) => {
@@ -430,6 +455,13 @@ impl ContainerInfo {
 }
 
 fn decode_def(raw: &Versioned<Vec<u8>>) -> Option<Versioned<FunctionDefinition>> {
+    Some(Versioned {
+        value: serde_json::from_slice(&raw.value).ok()?,
+        version: raw.version,
+    })
+}
+
+fn decode_scale(raw: &Versioned<Vec<u8>>) -> Option<Versioned<ScaleRecord>> {
     Some(Versioned {
         value: serde_json::from_slice(&raw.value).ok()?,
         version: raw.version,

@@ -28,6 +28,15 @@ pub struct Args {
     /// Most containers serving the function at once
     #[arg(long, default_value_t = 1)]
     pub max_instances: u32,
+    /// Instances kept when idle (0 scales to zero; default: --max-instances)
+    #[arg(long)]
+    pub min_instances: Option<u32>,
+    /// Most requests one instance serves at once (default 100)
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Seconds an instance above --min-instances stays idle before it is removed (default 300)
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<f64>,
     /// Git repository cloned into /repo in the container
     #[arg(long)]
     pub repo: Option<String>,
@@ -56,6 +65,9 @@ impl Args {
             svc_quotas: None,
             invoke_mode,
             max_instances: self.max_instances,
+            min_instances: self.min_instances,
+            concurrency: self.concurrency,
+            idle_timeout: self.idle_timeout,
             routes: self
                 .routes
                 .iter()

@@ -1,4 +1,5 @@
-//! `bismuthctl list-functions [--json]`: every function with its backends.
+//! `bismuthctl list-functions [--json]`: every function with its backends
+//! and instances (min, desired by the autoscaler, max).
 
 use std::io::Write;
 
@@ -61,12 +62,22 @@ pub async fn run(zk: &Zk, args: &Args, out: &mut dyn Write) -> anyhow::Result<()
                     routes.join(",")
                 },
                 format!("{running}/{}", e.view.backends.len()),
+                e.view
+                    .instances
+                    .map_or("-".into(), |i| format!("{}/{}/{}", i.min, i.desired, i.max)),
             ]
         })
         .collect();
     output::table(
         out,
-        &["ID", "IMAGE", "MODE", "ROUTES", "RUNNING/BACKENDS"],
+        &[
+            "ID",
+            "IMAGE",
+            "MODE",
+            "ROUTES",
+            "RUNNING/BACKENDS",
+            "MIN/DESIRED/MAX",
+        ],
         &rows,
     )?;
     Ok(())

@@ -285,14 +285,7 @@ async fn prepare(
         .map_err(|source| Error::Svc { cid, source })?;
     let target = h
         .target
-        .get_or_init(|| {
-            Arc::new(Target {
-                function_id,
-                def,
-                net,
-                runner_socket: h.files.runner_socket(),
-            })
-        })
+        .get_or_init(|| Arc::new(Target::new(function_id, def, net, h.files.runner_socket())))
         .clone();
     if !defer_svc {
         let started = ensure_svc(node, h, &target).await?;

@@ -17,6 +17,20 @@ use crate::net::{self, Net};
 use crate::node::Node;
 use crate::runtime::LABEL_SLOT;
 
+/// Waits (up to `limit`) until no request is in flight on the container:
+/// those that reached it before the frontends stopped sending finish.
+async fn drain_requests(h: &crate::node::Handle, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let in_flight = h.load.in_flight();
+    if in_flight == 0 {
+        return;
+    }
+    info!(container = %h.cid, in_flight, "waiting for requests in flight before stopping");
+    while h.load.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub async fn remove(node: &Node, cid: Uuid) -> Result<Action, Error> {
     let cfg = &node.cfg;
     let id = cid.to_string();
@@ -29,8 +43,11 @@ pub async fn remove(node: &Node, cid: Uuid) -> Result<Action, Error> {
         // Frontends learn it is unwanted from the same ZooKeeper change that
         // brought us here: let them stop sending to it while it still
         // answers, then stop serving it before anything is taken away.
-        if h.state() == ContainerState::Running && !cfg.unroute_delay.is_zero() {
-            tokio::time::sleep(cfg.unroute_delay).await;
+        if h.state() == ContainerState::Running {
+            if !cfg.unroute_delay.is_zero() {
+                tokio::time::sleep(cfg.unroute_delay).await;
+            }
+            drain_requests(h, cfg.drain_requests).await;
         }
         h.state.send_replace(ContainerState::Invalid);
     }

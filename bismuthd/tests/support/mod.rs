@@ -451,6 +451,9 @@ pub fn busybox(mode: InvokeMode) -> FunctionDefinition {
         svc_quotas: None,
         invoke_mode: mode,
         max_instances: 1,
+        min_instances: None,
+        concurrency: None,
+        idle_timeout: None,
         routes: vec![],
     }
 }

@@ -39,6 +39,11 @@ impl Drop for Cluster {
 
 impl Cluster {
     pub async fn start() -> Cluster {
+        Cluster::start_with(|_| {}).await
+    }
+
+    /// A cluster whose frontend's configuration `tweak` changes.
+    pub async fn start_with(tweak: impl FnOnce(&mut bismuthfe::Config)) -> Cluster {
         let zookeeper = ZooKeeper::start().unwrap();
         let zk_config = ZkConfig::new(&zookeeper.connect_string(), "fe").unwrap();
         let zk = Zk::connect(zk_config.clone()).await.unwrap();
@@ -49,6 +54,10 @@ impl Cluster {
         let mut config = bismuthfe::Config::new(zk_config);
         config.backend_port = backend_port;
         config.connect_timeout = Duration::from_millis(500);
+        // Requests for a function without a Running backend are held this
+        // long (scale from zero) before the 503 the tests expect.
+        config.cold_start_timeout = Duration::from_millis(300);
+        tweak(&mut config);
         let shutdown = CancellationToken::new();
         tokio::spawn(bismuthfe::run(listener, config, shutdown.clone()));
         Cluster {
@@ -76,6 +85,9 @@ impl Cluster {
             svc_quotas: None,
             invoke_mode: InvokeMode::Server(vec!["/bin/httpd".into()], 8080),
             max_instances: 4,
+            min_instances: None,
+            concurrency: None,
+            idle_timeout: None,
             routes: routes
                 .iter()
                 .map(|h| Route {

@@ -5,6 +5,7 @@
 //! header rules ([`headers`], [`trace`]) bismuthfe and bismuthd share; span
 //! export ([`otel`]).
 
+pub mod guarded;
 pub mod headers;
 pub mod http;
 pub mod invoke;

@@ -16,6 +16,7 @@
 mod controller;
 mod histogram;
 mod labels;
+pub mod load;
 mod process;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -23,6 +24,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 pub use controller::ControllerMetrics;
 pub use histogram::{duration_buckets, Histogram};
 pub use labels::{FunctionCode, FunctionLabel, Id};
+pub use load::{LoadMeter, LoadSample};
 pub use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::family::Family;

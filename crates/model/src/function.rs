@@ -39,11 +39,28 @@ pub struct FunctionDefinition {
     /// Hostnames whose requests route to this function.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Instances kept even when idle; `0` scales to zero. Default:
+    /// `max_instances` (always that many, as the original Bismuth did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_instances: Option<u32>,
+    /// The most requests one instance serves at once (default 100); the
+    /// autoscaler aims at 70 % of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Seconds an instance above `min_instances` stays without requests
+    /// before it is removed (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<f64>,
 }
 
 fn default_max_instances() -> u32 {
     1
 }
+
+/// `concurrency` when the definition does not say.
+pub const DEFAULT_CONCURRENCY: u32 = 100;
+/// `idle_timeout` when the definition does not say, in seconds.
+pub const DEFAULT_IDLE_TIMEOUT_S: f64 = 300.0;
 
 impl FunctionDefinition {
     /// The service group this function's data belongs to.
@@ -56,6 +73,39 @@ impl FunctionDefinition {
         self.routes
             .iter()
             .map(|r| crate::hostname::normalize(&r.hostname))
+    }
+
+    /// Instances kept even when idle (`min_instances`, default `max_instances`).
+    pub fn min(&self) -> u32 {
+        self.min_instances.unwrap_or(self.max_instances)
+    }
+
+    /// Requests one instance serves at once (`concurrency`, default 100).
+    pub fn concurrency(&self) -> u32 {
+        self.concurrency.unwrap_or(DEFAULT_CONCURRENCY)
+    }
+
+    /// How long an instance above the minimum may stay idle (`idle_timeout`).
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        let s = self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT_S);
+        std::time::Duration::try_from_secs_f64(s).unwrap_or(std::time::Duration::ZERO)
+    }
+
+    /// Whether the number of instances follows load (`min < max`); a
+    /// definition without `min_instances` always runs `max_instances`.
+    pub fn autoscaled(&self) -> bool {
+        self.min() < self.max_instances
+    }
+
+    /// How many instances a new (or redeployed) function starts with: the
+    /// minimum, but at least one, so a bad image shows at once; an idle
+    /// scale-to-zero function goes to zero after `idle_timeout`.
+    pub fn initial_instances(&self) -> u32 {
+        if self.autoscaled() {
+            self.min().max(1).min(self.max_instances)
+        } else {
+            self.max_instances
+        }
     }
 
     /// Serializes to the JSON stored in ZooKeeper.
@@ -209,6 +259,34 @@ mod tests {
         assert_eq!(def.max_instances, 1);
         assert!(def.routes.is_empty());
         assert!(def.repo.is_none());
+        // Without the elasticity fields: always max_instances, as before.
+        assert_eq!(def.min(), 1);
+        assert!(!def.autoscaled());
+        assert_eq!(def.concurrency(), DEFAULT_CONCURRENCY);
+        assert_eq!(def.idle_timeout(), std::time::Duration::from_secs(300));
+        assert_eq!(def.initial_instances(), 1);
+        // Nor are they written back: the stored JSON is the original's.
+        let json = serde_json::to_value(&def).unwrap();
+        for absent in ["min_instances", "concurrency", "idle_timeout"] {
+            assert!(json.get(absent).is_none(), "{absent} in {json}");
+        }
+    }
+
+    #[test]
+    fn elasticity_fields() {
+        let def: FunctionDefinition = serde_json::from_str(
+            r#"{"image": "busybox", "cpu": 1, "memory": 8388608, "invoke_mode": {"Executable": ["/bin/cat"]},
+                "max_instances": 4, "min_instances": 0, "concurrency": 1, "idle_timeout": 2.5}"#,
+        )
+        .unwrap();
+        assert_eq!(def.min(), 0);
+        assert!(def.autoscaled());
+        assert_eq!(def.concurrency(), 1);
+        assert_eq!(def.idle_timeout(), std::time::Duration::from_millis(2500));
+        assert_eq!(def.initial_instances(), 1);
+        let back: FunctionDefinition =
+            serde_json::from_value(serde_json::to_value(&def).unwrap()).unwrap();
+        assert_eq!(back, def);
     }
 
     #[test]

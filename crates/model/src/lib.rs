@@ -14,6 +14,7 @@ pub mod git;
 pub mod hostname;
 pub mod image_ref;
 mod invoke_syntax;
+mod load;
 mod node;
 pub mod paths;
 pub mod placement;
@@ -23,8 +24,12 @@ mod view;
 pub use backend::{pack_backends, unpack_backends, Backend, BackendDecodeError, BACKEND_LEN};
 pub use calls::{CallRecord, Calls};
 pub use container::{ContainerRecord, ContainerReport, ContainerState, RecordDecodeError};
-pub use function::{FunctionDefinition, FunctionId, GitRepo, InvokeMode, Route, SvcQuotas};
+pub use function::{
+    FunctionDefinition, FunctionId, GitRepo, InvokeMode, Route, SvcQuotas, DEFAULT_CONCURRENCY,
+    DEFAULT_IDLE_TIMEOUT_S,
+};
 pub use invoke_syntax::{parse_invoke_mode, InvokeSyntaxError};
+pub use load::{FrontendRecord, FunctionLoad, InstanceLoad, Instances, LoadReport, ScaleRecord};
 pub use node::{NodeCapacity, NodeState, NodeStateDecodeError};
 pub use validate::{FieldError, InvalidDefinition, MIN_MEMORY};
 pub use view::{BackendStatus, FunctionView};

@@ -13,6 +13,10 @@ pub const NODES: &str = "/node";
 /// Parent of all routes.
 pub const ROUTES: &str = "/route";
 
+/// Parent of the frontends (bismuthfe processes) that registered where
+/// the controller can ask them for load.
+pub const FRONTENDS: &str = "/frontend";
+
 /// The top-level znodes `bismuthctl bootstrap` creates.
 pub const ROOTS: [&str; 3] = [FUNCTIONS, NODES, ROUTES];
 
@@ -30,6 +34,26 @@ pub fn function_backends(id: Uuid) -> String {
 /// JSON, carried out by the control-plane controller.
 pub fn function_rollout(id: Uuid) -> String {
     format!("{FUNCTIONS}/{id}/rollout")
+}
+
+/// `/function/{id}/scale`: the autoscaler's decision, JSON
+/// [`crate::ScaleRecord`]; absent for a function that does not autoscale
+/// (or was never scaled).
+pub fn function_scale(id: Uuid) -> String {
+    format!("{FUNCTIONS}/{id}/scale")
+}
+
+/// `/function/{id}/wake`: created (empty) by a frontend holding requests
+/// for a function with no Running instance; the controller scales it from
+/// zero and deletes it.
+pub fn function_wake(id: Uuid) -> String {
+    format!("{FUNCTIONS}/{id}/wake")
+}
+
+/// `/frontend/{id}`: ephemeral, held by one bismuthfe's session; JSON
+/// [`crate::FrontendRecord`] (where its load report is served).
+pub fn frontend(id: Uuid) -> String {
+    format!("{FRONTENDS}/{id}")
 }
 
 /// `/node/{ip}`: one byte, schedulable or drained.
@@ -83,6 +107,9 @@ pub enum Znode<'a> {
     Function(Uuid),
     FunctionBackends(Uuid),
     FunctionRollout(Uuid),
+    FunctionScale(Uuid),
+    FunctionWake(Uuid),
+    Frontend(Uuid),
     Node(Ipv4Addr),
     NodeAlive(Ipv4Addr),
     NodeEvacuate(Ipv4Addr),
@@ -105,6 +132,9 @@ pub fn parse(path: &str) -> Option<Znode<'_>> {
         ("function", Some(id), []) => Znode::Function(id.parse().ok()?),
         ("function", Some(id), ["backends"]) => Znode::FunctionBackends(id.parse().ok()?),
         ("function", Some(id), ["rollout"]) => Znode::FunctionRollout(id.parse().ok()?),
+        ("function", Some(id), ["scale"]) => Znode::FunctionScale(id.parse().ok()?),
+        ("function", Some(id), ["wake"]) => Znode::FunctionWake(id.parse().ok()?),
+        ("frontend", Some(id), []) => Znode::Frontend(id.parse().ok()?),
         ("node", Some(ip), []) => Znode::Node(ip.parse().ok()?),
         ("node", Some(ip), ["alive"]) => Znode::NodeAlive(ip.parse().ok()?),
         ("node", Some(ip), ["evacuate"]) => Znode::NodeEvacuate(ip.parse().ok()?),
@@ -135,6 +165,9 @@ mod tests {
             (function(id), Znode::Function(id)),
             (function_backends(id), Znode::FunctionBackends(id)),
             (function_rollout(id), Znode::FunctionRollout(id)),
+            (function_scale(id), Znode::FunctionScale(id)),
+            (function_wake(id), Znode::FunctionWake(id)),
+            (frontend(id), Znode::Frontend(id)),
             (node_evacuate(ip), Znode::NodeEvacuate(ip)),
             (container_report(ip, id), Znode::ContainerReport(ip, id)),
             (node(ip), Znode::Node(ip)),

@@ -15,6 +15,12 @@ pub const MAX_CPU: f64 = 256.0;
 /// The most instances a function may ask for.
 pub const MAX_INSTANCES: u32 = 10_000;
 
+/// The most requests one instance may be asked to serve at once.
+pub const MAX_CONCURRENCY: u32 = 100_000;
+
+/// The longest `idle_timeout`, in seconds (30 days).
+pub const MAX_IDLE_TIMEOUT_S: f64 = 30.0 * 24.0 * 3600.0;
+
 /// One thing wrong with a definition, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
@@ -106,6 +112,38 @@ impl FunctionDefinition {
                 ),
             );
         }
+        if let Some(min) = self.min_instances {
+            if min > self.max_instances {
+                err(
+                    "min_instances",
+                    format!(
+                        "must be at most max_instances ({}), got {min}",
+                        self.max_instances
+                    ),
+                );
+            }
+        }
+        match self.concurrency {
+            Some(0) => err("concurrency", "must be at least 1".into()),
+            Some(c) if c > MAX_CONCURRENCY => err(
+                "concurrency",
+                format!("must be at most {MAX_CONCURRENCY}, got {c}"),
+            ),
+            _ => {}
+        }
+        if let Some(t) = self.idle_timeout {
+            if !t.is_finite() || t < 0.0 {
+                err(
+                    "idle_timeout",
+                    format!("must be a number of seconds, 0 or more, got {t}"),
+                );
+            } else if t > MAX_IDLE_TIMEOUT_S {
+                err(
+                    "idle_timeout",
+                    format!("must be at most {MAX_IDLE_TIMEOUT_S} seconds (30 days), got {t}"),
+                );
+            }
+        }
         let mut seen = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let field = format!("routes[{i}].hostname");
@@ -153,6 +191,9 @@ mod tests {
             routes: vec![Route {
                 hostname: "app.example.com".into(),
             }],
+            min_instances: None,
+            concurrency: None,
+            idle_timeout: None,
         }
     }
 
@@ -193,6 +234,27 @@ mod tests {
         let mut d = valid();
         d.max_instances = 0;
         assert_eq!(fields(&d), ["max_instances"]);
+
+        let mut d = valid();
+        d.max_instances = 3;
+        d.min_instances = Some(4);
+        assert_eq!(fields(&d), ["min_instances"]);
+        d.min_instances = Some(0);
+        d.validate().unwrap();
+
+        let mut d = valid();
+        d.concurrency = Some(0);
+        assert_eq!(fields(&d), ["concurrency"]);
+        d.concurrency = Some(MAX_CONCURRENCY + 1);
+        assert_eq!(fields(&d), ["concurrency"]);
+
+        let mut d = valid();
+        d.idle_timeout = Some(-1.0);
+        assert_eq!(fields(&d), ["idle_timeout"]);
+        d.idle_timeout = Some(f64::INFINITY);
+        assert_eq!(fields(&d), ["idle_timeout"]);
+        d.idle_timeout = Some(0.0);
+        d.validate().unwrap();
 
         let mut d = valid();
         d.image = "UPPER/case".into();

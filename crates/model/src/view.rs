@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Backend, ContainerState, FunctionDefinition};
+use crate::{Backend, ContainerState, FunctionDefinition, Instances};
 
 /// `{"definition": {…}, "backends": [{"backend": {…}, "status": "Running"}]}`.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -13,6 +13,9 @@ pub struct FunctionView {
     pub definition: FunctionDefinition,
     /// Its backends, in backend-list order.
     pub backends: Vec<BackendStatus>,
+    /// Instances: min, max, desired by the autoscaler, Running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Instances>,
 }
 
 /// One backend and its container's state.
@@ -50,6 +53,7 @@ mod tests {
                 },
                 status: ContainerState::Running,
             }],
+            instances: None,
         };
         let v = serde_json::to_value(&view).unwrap();
         assert_eq!(v["backends"][0]["backend"]["ip"], "10.0.0.1");

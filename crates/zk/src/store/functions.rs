@@ -2,7 +2,7 @@
 
 use bismuth_model::{
     hostname, pack_backends, paths, unpack_backends, Backend, BackendStatus, ContainerState,
-    FunctionDefinition, FunctionId, FunctionView,
+    FunctionDefinition, FunctionId, FunctionView, Instances, ScaleRecord,
 };
 use uuid::Uuid;
 
@@ -110,8 +110,12 @@ pub async fn delete_function(zk: &Zk, id: FunctionId) -> Result<(), StoreError> 
                 }
             }
         }
-        if zk.exists(&paths::function_rollout(id)).await? {
-            txn.delete(paths::function_rollout(id), None);
+        // The rollout record, the scale decision, a frontend's wake-up:
+        // every child but the backends (deleted last, with its version).
+        for child in zk.children_opt(&paths::function(id)).await? {
+            if child != "backends" {
+                txn.delete(format!("{}/{child}", paths::function(id)), None);
+            }
         }
         txn.delete(paths::function_backends(id), Some(backends.version))
             .delete(paths::function(id), Some(def.version));
@@ -174,6 +178,15 @@ pub(crate) fn set_backends(txn: &mut Txn, id: FunctionId, backends: &[Backend], 
     );
 }
 
+/// The autoscaler's last decision for a function, if any (an unreadable
+/// record counts as none: the definition's initial count applies).
+pub async fn get_scale(zk: &Zk, id: FunctionId) -> Result<Option<ScaleRecord>, ZkError> {
+    Ok(zk
+        .get_opt(&paths::function_scale(id))
+        .await?
+        .and_then(|r| serde_json::from_slice(&r.value).ok()))
+}
+
 /// A function with its backends' current states (the api's GET shape).
 pub async fn describe_function(zk: &Zk, id: FunctionId) -> Result<FunctionView, StoreError> {
     let definition = get_function(zk, id).await?.value;
@@ -199,7 +212,18 @@ pub async fn describe_function(zk: &Zk, id: FunctionId) -> Result<FunctionView, 
             reason,
         });
     }
+    let scale = get_scale(zk, id).await?;
+    let running = out
+        .iter()
+        .filter(|b| b.status == ContainerState::Running)
+        .count() as u32;
     Ok(FunctionView {
+        instances: Some(Instances {
+            min: definition.min(),
+            max: definition.max_instances,
+            desired: definition.desired(scale),
+            running,
+        }),
         definition,
         backends: out,
     })
