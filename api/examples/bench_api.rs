@@ -122,6 +122,46 @@ async fn main() -> anyhow::Result<()> {
     }
     let concurrent_rate = (n / 8 * 8) as f64 / t0.elapsed().as_secs_f64();
     let loaded = bench::rss_kib(api.id()).0;
+
+    // Listing: BENCH_LIST (5000) functions, each with one backend.
+    let total: usize = std::env::var("BENCH_LIST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5000);
+    let have = functions::list_function_ids(&zk).await?.len();
+    for i in have..total {
+        let id = functions::create_function(&zk, &def).await?;
+        let ip = Ipv4Addr::new(10, 9, 0, 1 + (i % 3) as u8);
+        bismuth_zk::store::backends::add_backend(&zk, id, ip).await?;
+    }
+    let mut page = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let body = call("GET", format!("/function?limit=100{cursor}"), "").await?;
+        page.push(t.elapsed());
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        anyhow::ensure!(v["functions"].as_array().map(Vec::len) == Some(100));
+        cursor = format!("&cursor={}", v["next"].as_str().unwrap_or_default());
+    }
+    let mut full = Vec::new();
+    let mut size = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let body = call("GET", "/function".into(), "").await?;
+        full.push(t.elapsed());
+        size = body.len();
+    }
+    // Baseline: the same batched reads straight from ZooKeeper.
+    let mut direct_list = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut ids = functions::list_function_ids(&zk).await?;
+        ids.sort();
+        let all = functions::describe_many(&zk, &ids).await?;
+        anyhow::ensure!(all.len() == total);
+        direct_list.push(t.elapsed());
+    }
     let _ = api.kill();
     let _ = api.wait();
 
@@ -144,6 +184,15 @@ async fn main() -> anyhow::Result<()> {
         "api resident memory: idle {idle} KiB, after {} creates {loaded} KiB",
         2 * n
     );
+    let (pp50, pp99) = pct(&mut page);
+    let (fp50, fp99) = pct(&mut full);
+    let (lp50, lp99) = pct(&mut direct_list);
+    println!();
+    println!("| listing {total} functions | p50 | p99 |");
+    println!("|---|---|---|");
+    println!("| GET /function?limit=100 (20 pages in turn) | {pp50:.2} ms | {pp99:.2} ms |");
+    println!("| GET /function, all ({} KiB) | {fp50:.1} ms | {fp99:.1} ms |", size / 1024);
+    println!("| baseline: the same batched reads straight from ZooKeeper | {lp50:.1} ms | {lp99:.1} ms |");
     Ok(())
 }
 

@@ -42,7 +42,7 @@ pub struct Operation {
 /// Every operation the api serves.
 pub const PATHS: &[Operation] = &[
     Operation { method: "get", path: "/healthz", summary: "Liveness: answers OK", request: None, response: None },
-    Operation { method: "get", path: "/function", summary: "List functions with their backends", request: None, response: Some("FunctionList") },
+    Operation { method: "get", path: "/function", summary: "List functions with their backends (a JSON array); with limit (1-1000) and the cursor a page returned as next, one page in id order: FunctionPage", request: None, response: Some("FunctionList") },
     Operation { method: "post", path: "/function", summary: "Create a function and place its instances", request: Some("FunctionDefinition"), response: Some("Created") },
     Operation { method: "get", path: "/function/{id}", summary: "A function's definition and backends", request: None, response: Some("FunctionView") },
     Operation { method: "put", path: "/function/{id}", summary: "New definition, or empty body to redeploy: a rollout the controller carries out; returns once the new instances run and the old ones are gone (query timeout_ms)", request: Some("FunctionDefinition"), response: Some("FunctionView") },
@@ -74,6 +74,10 @@ pub fn document() -> Value {
     named.insert(
         "FunctionList".into(),
         gen.subschema_for::<Vec<Listed>>().to_value(),
+    );
+    named.insert(
+        "FunctionPage".into(),
+        gen.subschema_for::<crate::routes::Page>().to_value(),
     );
     named.insert(
         "NodeList".into(),

@@ -100,16 +100,13 @@ async fn bare(sys: &System, image: &str, cmd: &str, port: u16, i: usize) -> f64 
     })
     .await;
     let took = ms(t0.elapsed());
-    ctr(["tasks", "kill", "-s", "SIGKILL", &id]
+    let out = ctr(["tasks", "delete", "--force", &id]
         .map(String::from)
         .to_vec())
     .await;
-    until("the bare task to exit", async || {
-        !sys.ctr(&["tasks", "ls", "-q"]).contains(&id)
-    })
-    .await;
-    ctr(["tasks", "delete", &id].map(String::from).to_vec()).await;
-    ctr(["containers", "delete", &id].map(String::from).to_vec()).await;
+    assert!(out.status.success(), "{out:?}");
+    let out = ctr(["containers", "delete", &id].map(String::from).to_vec()).await;
+    assert!(out.status.success(), "{out:?}");
     took
 }
 
@@ -131,7 +128,7 @@ async fn main() {
         let host = format!("cold{i}.bench");
         let id = sys
             .create(&json!({
-                "image": image, "cpu": 0.1, "memory": 67108864,
+                "image": image, "cpu": 1.0, "memory": 134217728,
                 "invoke_mode": {"Server": [["/bin/sh", "-c", cmd], port]},
                 "max_instances": 1, "min_instances": 0, "idle_timeout": 0.3,
                 "routes": [{"hostname": host}],

@@ -76,6 +76,8 @@ pub struct Fleet {
     daemons: Vec<(&'static str, u16, Child, PathBuf)>,
     /// The api's flags but `--listen`, for more api processes.
     api_args: Vec<String>,
+    /// bismuthfe's flags but `--listen`, for more frontends.
+    fe_args: Vec<String>,
 }
 
 impl std::ops::Deref for Fleet {
@@ -132,6 +134,7 @@ impl Fleet {
             dir,
             daemons: Vec::new(),
             api_args: Vec::new(),
+            fe_args: Vec::new(),
         };
         let f = &mut fleet;
         f.ctl(&["bootstrap"])?;
@@ -230,17 +233,15 @@ impl Fleet {
             key.to_string_lossy().into_owned(),
         ];
         f.start_api_on(f.api_port).await?;
-        let fe_args = vec![
+        f.fe_args = vec![
             "--zookeeper".into(),
             zk,
             "--zookeeper-env".into(),
             ENV.into(),
-            "--listen".into(),
-            format!("127.0.0.1:{}", f.fe_port),
             "--backend-port".into(),
             BISMUTHD_PORT.to_string(),
         ];
-        f.spawn("bismuthfe", &fe_args, f.fe_port).await?;
+        f.start_fe_on(f.fe_port).await?;
         let want = hosts;
         f.endpoints
             .eventually_alive(want, Duration::from_secs(60))
@@ -276,6 +277,24 @@ impl Fleet {
         Ok(port)
     }
 
+    /// Starts one more bismuthfe on a free port; returns the port.
+    pub async fn start_fe(&mut self) -> anyhow::Result<u16> {
+        let port = free_port()?;
+        self.start_fe_on(port).await?;
+        Ok(port)
+    }
+
+    async fn start_fe_on(&mut self, port: u16) -> anyhow::Result<()> {
+        let mut args = self.fe_args.clone();
+        args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
+        self.spawn("bismuthfe", &args, port).await
+    }
+
+    /// SIGKILLs the bismuthfe on `port`.
+    pub fn kill_fe(&mut self, port: u16) {
+        self.kill_daemon("bismuthfe", port);
+    }
+
     /// Starts an api process on `port` again (after [`kill_api`](Self::kill_api)).
     pub async fn restart_api_on(&mut self, port: u16) -> anyhow::Result<()> {
         self.start_api_on(port).await
@@ -290,11 +309,11 @@ impl Fleet {
     /// SIGKILLs the api process on `port` (no step-down: its leadership
     /// ends with its session).
     pub fn kill_api(&mut self, port: u16) {
-        if let Some(i) = self
-            .daemons
-            .iter()
-            .position(|d| d.0 == "api" && d.1 == port)
-        {
+        self.kill_daemon("api", port);
+    }
+
+    fn kill_daemon(&mut self, name: &str, port: u16) {
+        if let Some(i) = self.daemons.iter().position(|d| d.0 == name && d.1 == port) {
             let (_, _, mut child, _) = self.daemons.remove(i);
             let _ = child.kill();
             let _ = child.wait();

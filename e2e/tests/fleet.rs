@@ -449,6 +449,72 @@ async fn moves_a_failing_instance(fleet: &mut Fleet) {
     delete(fleet, fid).await;
 }
 
+/// Elasticity with two api processes and two frontends: a function at zero
+/// woken through the second frontend (whichever api leads), then load
+/// through both frontends summed by the leader's autoscaler.
+async fn scales_across_frontends(fleet: &mut Fleet) {
+    let second_api = fleet.start_api().await.unwrap();
+    let second_fe = fleet.start_fe().await.unwrap();
+    let fid = fleet
+        .create(&json!({
+            "image": images::BUSYBOX_REF,
+            "cpu": 0.1,
+            "memory": 33554432,
+            "invoke_mode": {"Executable": ["/bin/sh", "-c", "sleep 0.2; echo ok"]},
+            "max_instances": 4,
+            "min_instances": 0,
+            "concurrency": 1,
+            "idle_timeout": 1,
+        }))
+        .await;
+    serving(fleet, fid, 1).await;
+    eventually("the function to go to zero", RUNNING, || async {
+        fleet.backends(fid).await.is_empty().then_some(())
+    })
+    .await;
+    let other = format!("http://127.0.0.1:{second_fe}/invoke/{fid}/");
+    let woke = Instant::now();
+    let r = http::request(Method::GET, &other, &[], "").await.unwrap();
+    assert_eq!((r.status.as_u16(), r.text().trim()), (200, "ok"));
+    println!(
+        "woken from zero through the second frontend in {:?}",
+        woke.elapsed()
+    );
+
+    let (stop_a, a) = load(fleet.fe_url(&format!("/invoke/{fid}/")), 2);
+    let (stop_b, b) = load(other, 2);
+    let step = Instant::now();
+    let nodes = eventually("three instances for four clients", RUNNING, || async {
+        let running = running_on(fleet, fid).await;
+        (running.len() >= 3).then_some(running)
+    })
+    .await;
+    println!(
+        "four clients on two frontends: {} instances after {:?} on {nodes:?}",
+        nodes.len(),
+        step.elapsed()
+    );
+    let (ok_a, failed_a) = stop_load(stop_a, a).await;
+    let (ok_b, failed_b) = stop_load(stop_b, b).await;
+    assert!(
+        failed_a.is_empty() && failed_b.is_empty(),
+        "{failed_a:?} {failed_b:?}"
+    );
+    assert!(ok_a > 0 && ok_b > 0);
+    assert!(fleet.backends(fid).await.len() <= 4);
+    eventually("the function to go to zero again", RUNNING, || async {
+        fleet.backends(fid).await.is_empty().then_some(())
+    })
+    .await;
+    fleet.kill_fe(second_fe);
+    fleet.kill_api(second_api);
+    eventually("the main api to lead", RUNNING, || async {
+        controller(fleet.api_port).await?.1.then_some(())
+    })
+    .await;
+    delete(fleet, fid).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_suite() {
     let mut fleet = Fleet::start(3).await.unwrap();
@@ -459,4 +525,5 @@ async fn fleet_suite() {
     evacuates_without_a_failed_request(&mut fleet).await;
     partition_and_heal(&mut fleet).await;
     moves_a_failing_instance(&mut fleet).await;
+    scales_across_frontends(&mut fleet).await;
 }

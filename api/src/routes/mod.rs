@@ -3,7 +3,7 @@
 
 mod calls;
 mod functions;
-pub use functions::Listed;
+pub use functions::{Listed, Page};
 pub use nodes::DrainRequest;
 mod logs;
 mod nodes;

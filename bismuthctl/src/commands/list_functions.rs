@@ -25,15 +25,15 @@ struct Entry {
 }
 
 pub async fn run(zk: &Zk, args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
-    let mut entries = Vec::new();
-    for id in functions::list_function_ids(zk).await? {
-        match functions::describe_function(zk, id).await {
-            Ok(view) => entries.push(Entry { id, view }),
-            // Deleted while we were listing.
-            Err(bismuth_zk::store::StoreError::FunctionNotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let mut ids = functions::list_function_ids(zk).await?;
+    ids.sort();
+    // Batched multi-reads: a few round trips however many functions (one
+    // deleted while we list is left out).
+    let entries: Vec<Entry> = functions::describe_many(zk, &ids)
+        .await?
+        .into_iter()
+        .map(|(id, view)| Entry { id, view })
+        .collect();
     if args.json {
         return output::json(out, &entries);
     }

@@ -187,6 +187,114 @@ pub async fn get_scale(zk: &Zk, id: FunctionId) -> Result<Option<ScaleRecord>, Z
         .and_then(|r| serde_json::from_slice(&r.value).ok()))
 }
 
+/// Many functions as the api's GET shows each, in `ids` order, read with
+/// batched multi-reads: three rounds (definitions, backends and scale
+/// decisions; statuses; the reports of Failed backends) however many there
+/// are. Functions that do not exist (deleted meanwhile) are left out.
+pub async fn describe_many(
+    zk: &Zk,
+    ids: &[FunctionId],
+) -> Result<Vec<(FunctionId, FunctionView)>, StoreError> {
+    let corrupt =
+        |path: String, reason: String| StoreError::from(ZkError::Corrupt { path, reason });
+    let data = zk
+        .get_many(
+            &ids.iter()
+                .flat_map(|id| {
+                    [
+                        paths::function(*id),
+                        paths::function_backends(*id),
+                        paths::function_scale(*id),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+    let mut found = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let (Some(def), Some(list)) = (&data[3 * i], &data[3 * i + 1]) else {
+            continue;
+        };
+        let def: FunctionDefinition = serde_json::from_slice(&def.value)
+            .map_err(|e| corrupt(paths::function(*id), e.to_string()))?;
+        let list = unpack_backends(&list.value)
+            .map_err(|e| corrupt(paths::function_backends(*id), e.to_string()))?;
+        let scale: Option<ScaleRecord> = data[3 * i + 2]
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok());
+        found.push((*id, def, list, scale));
+    }
+    let all: Vec<Backend> = found
+        .iter()
+        .flat_map(|(_, _, list, _)| list.iter().copied())
+        .collect();
+    let states: Vec<ContainerState> = zk
+        .get_many(
+            &all.iter()
+                .map(|b| paths::container_status(b.ip, b.container_id))
+                .collect::<Vec<_>>(),
+        )
+        .await?
+        .into_iter()
+        .map(|s| {
+            s.and_then(|s| ContainerState::decode(&s.value))
+                .unwrap_or(ContainerState::Invalid)
+        })
+        .collect();
+    let failed: Vec<usize> = (0..all.len())
+        .filter(|i| states[*i] == ContainerState::Failed)
+        .collect();
+    let reports = zk
+        .get_many(
+            &failed
+                .iter()
+                .map(|i| paths::container_report(all[*i].ip, all[*i].container_id))
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+    let mut reasons: Vec<Option<String>> = vec![None; all.len()];
+    for (i, r) in failed.iter().zip(reports) {
+        reasons[*i] = r
+            .and_then(|r| serde_json::from_slice::<bismuth_model::ContainerReport>(&r.value).ok())
+            .and_then(|r| r.reason);
+    }
+    let mut at = 0;
+    let mut out = Vec::with_capacity(found.len());
+    for (id, definition, list, scale) in found {
+        let backends: Vec<BackendStatus> = list
+            .into_iter()
+            .map(|backend| {
+                let b = BackendStatus {
+                    backend,
+                    status: states[at],
+                    reason: reasons[at].take(),
+                };
+                at += 1;
+                b
+            })
+            .collect();
+        let running = backends
+            .iter()
+            .filter(|b| b.status == ContainerState::Running)
+            .count() as u32;
+        let instances = Some(Instances {
+            min: definition.min(),
+            max: definition.max_instances,
+            desired: definition.desired(scale),
+            running,
+        });
+        out.push((
+            id,
+            FunctionView {
+                definition,
+                backends,
+                instances,
+            },
+        ));
+    }
+    Ok(out)
+}
+
 /// A function with its backends' current states (the api's GET shape).
 pub async fn describe_function(zk: &Zk, id: FunctionId) -> Result<FunctionView, StoreError> {
     let definition = get_function(zk, id).await?.value;
