@@ -191,7 +191,10 @@ async fn main() -> anyhow::Result<()> {
     println!("| listing {total} functions | p50 | p99 |");
     println!("|---|---|---|");
     println!("| GET /function?limit=100 (20 pages in turn) | {pp50:.2} ms | {pp99:.2} ms |");
-    println!("| GET /function, all ({} KiB) | {fp50:.1} ms | {fp99:.1} ms |", size / 1024);
+    println!(
+        "| GET /function, all ({} KiB) | {fp50:.1} ms | {fp99:.1} ms |",
+        size / 1024
+    );
     println!("| baseline: the same batched reads straight from ZooKeeper | {lp50:.1} ms | {lp99:.1} ms |");
     Ok(())
 }

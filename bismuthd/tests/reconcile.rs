@@ -294,14 +294,14 @@ async fn an_image_imported_under_a_short_name_runs() {
 }
 
 #[tokio::test]
-async fn a_python_server_stops_on_sigterm_without_waiting_the_grace() {
+async fn servers_and_executables_stop_on_sigterm_without_waiting_the_grace() {
     let mut host = Host::prepare().await;
-    // A minute of grace: only a server that really stops on SIGTERM is gone
+    // A minute of grace: only a PID 1 that really stops on SIGTERM is gone
     // within the poll below.
     host.extra_args = vec!["--stop-grace-ms".into(), "60000".into()];
     host.start_daemon().await;
     host.import(&support::python_archive()).await;
-    let def = FunctionDefinition {
+    let python = FunctionDefinition {
         image: "docker.io/bismuth/python:test".into(),
         invoke_mode: InvokeMode::Server(
             argv(&["/usr/local/bin/python3", "-m", "http.server", "8000"]),
@@ -309,30 +309,35 @@ async fn a_python_server_stops_on_sigterm_without_waiting_the_grace() {
         ),
         ..busybox(InvokeMode::Executable(vec![]))
     };
-    let (fid, cid) = host.deploy(&def).await;
-    host.wait_state(cid, ContainerState::Running, START).await;
-    let started = Instant::now();
-    backends::remove_backend(&host.zk, fid, cid).await.unwrap();
-    eventually("the container removed", Duration::from_secs(20), || async {
-        host.leftovers(cid).is_empty().then_some(())
-    })
-    .await;
-    println!("removal took {:?}", started.elapsed());
-    let log = host.daemon_log();
-    let took: u64 = log
-        .lines()
-        .filter(|l| l.contains("removed") && l.contains(&cid.to_string()))
-        .find_map(|l| {
-            l.split("took_ms=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
+    // An Executable's PID 1 is the runner itself.
+    let executable = busybox(InvokeMode::Executable(argv(&["/bin/cat"])));
+    for def in [python, executable] {
+        let (fid, cid) = host.deploy(&def).await;
+        host.wait_state(cid, ContainerState::Running, START).await;
+        let started = Instant::now();
+        backends::remove_backend(&host.zk, fid, cid).await.unwrap();
+        eventually("the container removed", Duration::from_secs(20), || async {
+            host.leftovers(cid).is_empty().then_some(())
         })
-        .unwrap();
-    assert!(
-        took < 20_000,
-        "removal took {took} ms: the grace period was waited"
-    );
+        .await;
+        println!("removal took {:?}", started.elapsed());
+        let log = host.daemon_log();
+        let took: u64 = log
+            .lines()
+            .filter(|l| l.contains("removed") && l.contains(&cid.to_string()))
+            .find_map(|l| {
+                l.split("took_ms=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap();
+        assert!(
+            took < 20_000,
+            "removal of {:?} took {took} ms: the grace period was waited",
+            def.invoke_mode
+        );
+    }
 }

@@ -46,6 +46,7 @@ fn main() {
     }
     let socket = &args[1];
     let command: Arc<Vec<String>> = Arc::new(args[sep + 1..].to_vec());
+    stop_on_sigterm();
 
     let _ = std::fs::remove_file(socket);
     let listener = match UnixListener::bind(socket) {
@@ -74,6 +75,29 @@ fn main() {
             Err(e) => eprintln!("bismuth-runner: accept failed: {e}"),
         }
     }
+}
+
+/// As PID 1 the runner would ignore SIGTERM (the kernel drops signals PID
+/// 1 has no handler for) and every removal would wait out the grace period.
+/// bismuthd stops a container only once its requests have finished, so
+/// SIGTERM and SIGINT end the runner at once. They are blocked before any
+/// thread starts (every thread inherits the mask; the commands it spawns
+/// start with a clear one) and taken by one thread with `sigwait`.
+fn stop_on_sigterm() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGTERM);
+    stop.add(Signal::SIGINT);
+    if let Err(e) = stop.thread_block() {
+        eprintln!("bismuth-runner: cannot block SIGTERM: {e}");
+        return;
+    }
+    std::thread::spawn(move || loop {
+        if let Ok(sig) = stop.wait() {
+            eprintln!("bismuth-runner: {sig:?}: stopping");
+            std::process::exit(0);
+        }
+    });
 }
 
 fn usage() -> ! {
