@@ -1,13 +1,17 @@
-//! Benchmark: wrk straight to a backend versus through bismuthfe.
+//! Benchmark: wrk straight to a backend versus through bismuthfe, HAProxy
+//! and nginx.
 //!
 //! Starts a real ZooKeeper (test kit), a minimal HTTP backend standing in
-//! for bismuthd on 127.0.0.2, and the release `bismuthfe` binary three
-//! times (as deployed, with `--no-metrics`, and with `--otlp-endpoint` to an
-//! in-process OTLP receiver); then runs wrk with 1 and with 8 keep-alive
-//! connections against each and prints Markdown tables: bismuthfe against a
-//! direct call, and the cost of metrics and of span export from interleaved
-//! rounds (`BENCH_ROUNDS`, default 5; the order rotates every round).
-//! Run it with `bench/bismuthfe.sh` (builds first).
+//! for bismuthd on 127.0.0.2, the release `bismuthfe` binary three times
+//! (as deployed, with `--no-metrics`, and with `--otlp-endpoint` to an
+//! in-process OTLP receiver), and HAProxy and nginx from Debian with the
+//! configs in `deploy/bench/` (one thread or worker, keep-alive to the
+//! backend, the same Host-to-`/invoke` rewrite); then runs wrk with 1 and
+//! with 8 keep-alive connections against each in interleaved rounds
+//! (`BENCH_ROUNDS`, default 5; the order rotates every round) and prints
+//! Markdown tables: each against a direct call, bismuthfe against the two
+//! peers, and the cost of metrics and of span export.
+//! Run it with `bench/bismuthfe.sh` (builds and installs first).
 
 #![allow(clippy::unwrap_used)]
 
@@ -106,79 +110,88 @@ fn main() -> anyhow::Result<()> {
     }
     let idle_rss = bench::rss_kib(fe.id()).0;
 
-    let direct = format!("http://{NODE}:{backend_port}/invoke/{cid}/");
-    let through = format!("http://127.0.0.1:{fe_port}/");
-    let without = format!("http://127.0.0.1:{bare_port}/");
-    let exporting = format!("http://127.0.0.1:{traced_port}/");
+    let dir = tempfile::tempdir()?;
+    let backend = format!("{NODE}:{backend_port}");
+    let (mut haproxy, haproxy_port) = start_peer("haproxy", dir.path(), &backend, cid)?;
+    let (mut nginx, nginx_port) = start_peer("nginx", dir.path(), &backend, cid)?;
+    for port in [haproxy_port, nginx_port] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while status(addr, "bench.test", "/") != Some(200) {
+            anyhow::ensure!(Instant::now() < deadline, "a peer proxy did not answer");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    let targets = [
+        ("direct to backend", format!("http://{backend}/invoke/{cid}/")),
+        ("bismuthfe", format!("http://127.0.0.1:{fe_port}/")),
+        ("bismuthfe --no-metrics", format!("http://127.0.0.1:{bare_port}/")),
+        ("bismuthfe exporting spans", format!("http://127.0.0.1:{traced_port}/")),
+        ("HAProxy 2.6 (1 thread)", format!("http://127.0.0.1:{haproxy_port}/")),
+        ("nginx 1.22 (1 worker)", format!("http://127.0.0.1:{nginx_port}/")),
+    ];
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let mut rows = Vec::new();
-    let mut costs = Vec::new();
+    // Every target in every round, the order rotating so none always runs
+    // first (or right after the same neighbour).
+    let mut runs: Vec<(u32, Vec<Vec<WrkStats>>)> = Vec::new();
     for (threads, conns) in [(1, 1), (2, 8)] {
-        let d = wrk(&direct, "direct.test", threads, conns, seconds)?;
-        let f = wrk(&through, "bench.test", threads, conns, seconds)?;
-        // As deployed, --no-metrics and exporting spans, interleaved; the
-        // order rotates so none always runs first.
-        let urls = [&through, &without, &exporting];
-        let mut rps = [vec![], vec![], vec![]];
+        let mut per: Vec<Vec<WrkStats>> = vec![Vec::new(); targets.len()];
         for round in 0..rounds {
-            for k in 0..3 {
-                let i = (round + k) % 3;
-                rps[i].push(wrk(urls[i], "bench.test", threads, conns, seconds)?.rps);
+            for k in 0..targets.len() {
+                let i = (round + k) % targets.len();
+                per[i].push(wrk(&targets[i].1, "bench.test", threads, conns, seconds)?);
             }
         }
-        costs.push((conns, rps));
-        rows.push((conns, d, f));
+        runs.push((conns, per));
     }
     let loaded_rss = bench::rss_kib(fe.id()).0;
     let bare_rss = bench::rss_kib(bare.id()).0;
     let traced_rss = bench::rss_kib(traced.id()).0;
-    for p in [&mut fe, &mut bare, &mut traced] {
+    for p in [&mut fe, &mut bare, &mut traced, &mut haproxy, &mut nginx] {
         let _ = p.kill();
         let _ = p.wait();
     }
 
-    println!("| connections | path | requests/s | p50 | p99 |");
-    println!("|---|---|---|---|---|");
-    for (conns, d, f) in &rows {
-        println!(
-            "| {conns} | direct to backend | {:.0} | {:.3} ms | {:.3} ms |",
-            d.rps, d.p50_ms, d.p99_ms
-        );
-        println!(
-            "| {conns} | through bismuthfe | {:.0} | {:.3} ms | {:.3} ms |",
-            f.rps, f.p50_ms, f.p99_ms
-        );
-        println!(
-            "| {conns} | **ratio / added** | **{:.2}x** throughput | **+{:.3} ms** | +{:.3} ms |",
-            f.rps / d.rps,
-            f.p50_ms - d.p50_ms,
-            f.p99_ms - d.p99_ms
-        );
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("{rounds} interleaved rounds of {seconds} s per target; requests/s is the mean of the rounds, p50 and p99 their medians.");
+    println!();
+    println!("| connections | path | requests/s | p50 | p99 | throughput / direct |");
+    println!("|---|---|---|---|---|---|");
+    let mut summary = Vec::new();
+    for (conns, per) in &runs {
+        let rps: Vec<f64> = per.iter().map(|r| mean(&r.iter().map(|s| s.rps).collect::<Vec<_>>())).collect();
+        let p50: Vec<f64> = per.iter().map(|r| median(r.iter().map(|s| s.p50_ms).collect())).collect();
+        let p99: Vec<f64> = per.iter().map(|r| median(r.iter().map(|s| s.p99_ms).collect())).collect();
+        for (i, (name, _)) in targets.iter().enumerate() {
+            println!(
+                "| {conns} | {name} | {:.0} | {:.3} ms | {:.3} ms | {:.2}x |",
+                rps[i], p50[i], p99[i], rps[i] / rps[0]
+            );
+        }
+        summary.push((*conns, rps, p50, p99));
     }
     println!();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let median_ratio = |a: &[f64], b: &[f64]| {
-        let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
-        r.sort_by(f64::total_cmp);
-        r[r.len() / 2]
-    };
-    println!("{rounds} interleaved rounds of {seconds} s each; ratios against --no-metrics (mean of rounds, and the median of per-round ratios):");
-    println!();
-    println!("| connections | --no-metrics | with metrics | ratio | median | + OTLP export | ratio | median |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for (conns, [on, off, otlp]) in &costs {
+    println!("| connections | bismuthfe / HAProxy req/s | bismuthfe / nginx req/s | p99 bismuthfe / nginx | added p50 over direct: bismuthfe, HAProxy, nginx | metrics cost (vs --no-metrics) | span export cost |");
+    println!("|---|---|---|---|---|---|---|");
+    for (conns, rps, p50, p99) in &summary {
         println!(
-            "| {conns} | {:.0} req/s | {:.0} req/s | **{:.3}x** | {:.3}x | {:.0} req/s | **{:.3}x** | {:.3}x |",
-            mean(off),
-            mean(on),
-            mean(on) / mean(off),
-            median_ratio(on, off),
-            mean(otlp),
-            mean(otlp) / mean(off),
-            median_ratio(otlp, off),
+            "| {conns} | **{:.2}x** | **{:.2}x** | **{:.2}x** | +{:.3} / +{:.3} / +{:.3} ms | {:.3}x | {:.3}x |",
+            rps[1] / rps[4],
+            rps[1] / rps[5],
+            p99[1] / p99[5],
+            p50[1] - p50[0],
+            p50[4] - p50[0],
+            p50[5] - p50[0],
+            rps[1] / rps[2],
+            rps[3] / rps[2],
         );
     }
     println!();
@@ -188,6 +201,38 @@ fn main() -> anyhow::Result<()> {
         receiver.count()
     );
     Ok(())
+}
+
+/// Starts HAProxy or nginx (`name`) from its config in `deploy/bench/`,
+/// listening on a free loopback port and forwarding to `backend`.
+fn start_peer(
+    name: &str,
+    dir: &std::path::Path,
+    backend: &str,
+    cid: uuid::Uuid,
+) -> anyhow::Result<(std::process::Child, u16)> {
+    let port = free_port()?;
+    let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/bench")
+        .join(if name == "haproxy" { "haproxy.cfg" } else { "nginx.conf" });
+    let config = std::fs::read_to_string(&template)?
+        .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
+        .replace("@BACKEND@", backend)
+        .replace("@CONTAINER@", &cid.to_string())
+        .replace("@DIR@", &dir.to_string_lossy());
+    let path = dir.join(format!("{name}.conf"));
+    std::fs::write(&path, config)?;
+    let mut cmd = Command::new(name);
+    if name == "haproxy" {
+        cmd.args(["-db", "-f"]).arg(&path);
+    } else {
+        cmd.arg("-c").arg(&path).arg("-p").arg(dir);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run {name}: {e} (apt-get install {name})"))?;
+    Ok((child, port))
 }
 
 /// Starts the release bismuthfe with `extra` flags; the child and its port.
