@@ -124,12 +124,27 @@ fn main() -> anyhow::Result<()> {
     }
 
     let targets = [
-        ("direct to backend", format!("http://{backend}/invoke/{cid}/")),
+        (
+            "direct to backend",
+            format!("http://{backend}/invoke/{cid}/"),
+        ),
         ("bismuthfe", format!("http://127.0.0.1:{fe_port}/")),
-        ("bismuthfe --no-metrics", format!("http://127.0.0.1:{bare_port}/")),
-        ("bismuthfe exporting spans", format!("http://127.0.0.1:{traced_port}/")),
-        ("HAProxy 2.6 (1 thread)", format!("http://127.0.0.1:{haproxy_port}/")),
-        ("nginx 1.22 (1 worker)", format!("http://127.0.0.1:{nginx_port}/")),
+        (
+            "bismuthfe --no-metrics",
+            format!("http://127.0.0.1:{bare_port}/"),
+        ),
+        (
+            "bismuthfe exporting spans",
+            format!("http://127.0.0.1:{traced_port}/"),
+        ),
+        (
+            "HAProxy 2.6 (1 thread)",
+            format!("http://127.0.0.1:{haproxy_port}/"),
+        ),
+        (
+            "nginx 1.22 (1 worker)",
+            format!("http://127.0.0.1:{nginx_port}/"),
+        ),
     ];
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
@@ -167,13 +182,25 @@ fn main() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|");
     let mut summary = Vec::new();
     for (conns, per) in &runs {
-        let rps: Vec<f64> = per.iter().map(|r| mean(&r.iter().map(|s| s.rps).collect::<Vec<_>>())).collect();
-        let p50: Vec<f64> = per.iter().map(|r| median(r.iter().map(|s| s.p50_ms).collect())).collect();
-        let p99: Vec<f64> = per.iter().map(|r| median(r.iter().map(|s| s.p99_ms).collect())).collect();
+        let rps: Vec<f64> = per
+            .iter()
+            .map(|r| mean(&r.iter().map(|s| s.rps).collect::<Vec<_>>()))
+            .collect();
+        let p50: Vec<f64> = per
+            .iter()
+            .map(|r| median(r.iter().map(|s| s.p50_ms).collect()))
+            .collect();
+        let p99: Vec<f64> = per
+            .iter()
+            .map(|r| median(r.iter().map(|s| s.p99_ms).collect()))
+            .collect();
         for (i, (name, _)) in targets.iter().enumerate() {
             println!(
                 "| {conns} | {name} | {:.0} | {:.3} ms | {:.3} ms | {:.2}x |",
-                rps[i], p50[i], p99[i], rps[i] / rps[0]
+                rps[i],
+                p50[i],
+                p99[i],
+                rps[i] / rps[0]
             );
         }
         summary.push((*conns, rps, p50, p99));
@@ -214,7 +241,11 @@ fn start_peer(
     let port = free_port()?;
     let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy/bench")
-        .join(if name == "haproxy" { "haproxy.cfg" } else { "nginx.conf" });
+        .join(if name == "haproxy" {
+            "haproxy.cfg"
+        } else {
+            "nginx.conf"
+        });
     let config = std::fs::read_to_string(&template)?
         .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
         .replace("@BACKEND@", backend)

@@ -501,17 +501,7 @@ async fn a_request_is_held_while_its_only_backend_restarts() {
         (r.status == StatusCode::BAD_GATEWAY).then_some(())
     })
     .await;
-    let request = {
-        let url = cluster.url("/");
-        tokio::spawn(async move {
-            get(
-                &client_from(Ipv4Addr::LOCALHOST),
-                &url,
-                &[("host", "restart.test")],
-            )
-            .await
-        })
-    };
+    let request = spawn_get(&cluster, "restart.test");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _b = cluster.stand_in(NODE_B).await;
     let r = request.await.unwrap();
@@ -533,17 +523,7 @@ async fn a_request_for_a_function_at_zero_is_held_until_an_instance_runs() {
     let warm = cluster.function(&["warm.test"]).await;
     cluster.backend(warm, NODE_A, Running).await;
     wait_status(&cluster, "/", "warm.test", StatusCode::OK).await;
-    let held = {
-        let url = cluster.url("/");
-        tokio::spawn(async move {
-            get(
-                &client_from(Ipv4Addr::LOCALHOST),
-                &url,
-                &[("host", "cold.test")],
-            )
-            .await
-        })
-    };
+    let first = spawn_get(&cluster, "cold.test");
     // It asks the controller for an instance, and shows as held in /load.
     let wake = paths::function_wake(f);
     eventually("a wake-up for the function", WAIT, || async {
@@ -551,35 +531,13 @@ async fn a_request_for_a_function_at_zero_is_held_until_an_instance_runs() {
     })
     .await;
     eventually("the request to count as held", WAIT, || async {
-        let load = http_get_load(&cluster).await?;
-        let held = load["functions"]
-            .as_array()?
-            .iter()
-            .find(|l| l["function"] == f.to_string())?["held"]
-            .as_u64()?;
-        (held == 1).then_some(())
+        (held(&cluster, f).await? == 1).then_some(())
     })
     .await;
     // Holds are bounded: a third request at once is refused with Retry-After.
-    let second = {
-        let url = cluster.url("/");
-        tokio::spawn(async move {
-            get(
-                &client_from(Ipv4Addr::LOCALHOST),
-                &url,
-                &[("host", "cold.test")],
-            )
-            .await
-        })
-    };
+    let second = spawn_get(&cluster, "cold.test");
     eventually("two requests held", WAIT, || async {
-        let load = http_get_load(&cluster).await?;
-        let held = load["functions"]
-            .as_array()?
-            .iter()
-            .find(|l| l["function"] == f.to_string())?["held"]
-            .as_u64()?;
-        (held == 2).then_some(())
+        (held(&cluster, f).await? == 2).then_some(())
     })
     .await;
     let r = get(
@@ -597,7 +555,7 @@ async fn a_request_for_a_function_at_zero_is_held_until_an_instance_runs() {
 
     // An instance comes: both held requests are answered by it.
     cluster.backend(f, NODE_A, Running).await;
-    for r in [held.await.unwrap(), second.await.unwrap()] {
+    for r in [first.await.unwrap(), second.await.unwrap()] {
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         assert_eq!(r.json()["node"], NODE_A.to_string());
     }
@@ -612,4 +570,22 @@ async fn http_get_load(cluster: &Cluster) -> Option<serde_json::Value> {
     )
     .await;
     (r.status == StatusCode::OK).then(|| r.json())
+}
+
+/// `GET /` with `host` through the frontend, on a task of its own.
+fn spawn_get(cluster: &Cluster, host: &'static str) -> tokio::task::JoinHandle<support::Reply> {
+    let url = cluster.url("/");
+    tokio::spawn(
+        async move { get(&client_from(Ipv4Addr::LOCALHOST), &url, &[("host", host)]).await },
+    )
+}
+
+/// How many requests for `f` the frontend's `/load` says it holds.
+async fn held(cluster: &Cluster, f: uuid::Uuid) -> Option<u64> {
+    let load = http_get_load(cluster).await?;
+    load["functions"]
+        .as_array()?
+        .iter()
+        .find(|l| l["function"] == f.to_string())?["held"]
+        .as_u64()
 }

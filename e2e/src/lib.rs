@@ -29,7 +29,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub mod fleet;
+pub mod load;
 pub use fleet::Fleet;
+pub use load::Load;
 
 /// The node every test's bismuthd serves as.
 pub const NODE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);

@@ -9,12 +9,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::http::Method;
-use bismuth_e2e::{Flags, System};
+use bismuth_e2e::{Flags, Load, System};
 use bismuth_testkit::http::{self, Reply};
 use bismuth_testkit::{eventually, images};
 use serde_json::{json, Value};
@@ -127,49 +126,6 @@ async fn an_idle_function_goes_to_zero_and_a_request_wakes_it() {
     }
 }
 
-/// Clients invoking `host` in a loop until `stop`; counts answers and failures.
-fn clients(
-    sys: &Arc<System>,
-    host: &'static str,
-    n: usize,
-    stop: &Arc<AtomicBool>,
-    ok: &Arc<AtomicU64>,
-    failed: &Arc<AtomicU64>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..n)
-        .map(|_| {
-            let (sys, stop, ok, failed) = (
-                Arc::clone(sys),
-                Arc::clone(stop),
-                Arc::clone(ok),
-                Arc::clone(failed),
-            );
-            tokio::spawn(async move {
-                while !stop.load(Relaxed) {
-                    let r = http::request(
-                        Method::POST,
-                        &sys.fe_url("/"),
-                        &[("host", host)],
-                        "x".to_owned(),
-                    )
-                    .await;
-                    match r {
-                        Ok(r) if r.status == 200 => ok.fetch_add(1, Relaxed),
-                        Ok(r) => {
-                            eprintln!("failed: {} {}", r.status, r.text());
-                            failed.fetch_add(1, Relaxed)
-                        }
-                        Err(e) => {
-                            eprintln!("failed: {e:#}");
-                            failed.fetch_add(1, Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn load_scales_up_within_bounds_and_down_without_cutting_requests() {
     let sys = Arc::new(start().await);
@@ -193,11 +149,8 @@ async fn load_scales_up_within_bounds_and_down_without_cutting_requests() {
     })
     .await;
 
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let stop_three = Arc::new(AtomicBool::new(false));
-    let stop_last = Arc::new(AtomicBool::new(false));
-    let three = clients(&sys, "load.test", 3, &stop_three, &ok, &failed);
-    let last = clients(&sys, "load.test", 1, &stop_last, &ok, &failed);
+    let three = Load::start(sys.fe_url("/"), Some("load.test"), 3);
+    let last = Load::start(sys.fe_url("/"), Some("load.test"), 1);
 
     // Four clients: at least three instances, never more than four.
     let step = Instant::now();
@@ -229,10 +182,7 @@ async fn load_scales_up_within_bounds_and_down_without_cutting_requests() {
     }
 
     // Three clients stop; one keeps calling while the idle instances go.
-    stop_three.store(true, Relaxed);
-    for t in three {
-        t.await.unwrap();
-    }
+    let (ok_three, failed_three) = three.stop().await;
     let down = Instant::now();
     eventually("idle instances to be removed", RUNNING, || async {
         let (i, backends) = instances(&sys, id).await;
@@ -244,10 +194,7 @@ async fn load_scales_up_within_bounds_and_down_without_cutting_requests() {
         "one client left: down to ≤ 2 instances after {:?}",
         down.elapsed()
     );
-    stop_last.store(true, Relaxed);
-    for t in last {
-        t.await.unwrap();
-    }
+    let (ok_last, failed_last) = last.stop().await;
     // Idle: down to min_instances, never below.
     eventually(
         "the function to go down to its minimum",
@@ -259,13 +206,17 @@ async fn load_scales_up_within_bounds_and_down_without_cutting_requests() {
         },
     )
     .await;
+    let ok = ok_three + ok_last;
+    let failed: Vec<String> = failed_three.into_iter().chain(failed_last).collect();
     println!(
-        "{} requests answered, {} failed; at most {most} instances",
-        ok.load(Relaxed),
-        failed.load(Relaxed)
+        "{ok} requests answered, {} failed; at most {most} instances",
+        failed.len()
     );
-    assert_eq!(failed.load(Relaxed), 0, "no request may fail while scaling");
-    assert!(ok.load(Relaxed) > 20);
+    assert!(
+        failed.is_empty(),
+        "no request may fail while scaling: {failed:?}"
+    );
+    assert!(ok > 20);
 
     // A request in flight when its instance is removed still completes:
     // bismuthd waits for it before stopping the container.

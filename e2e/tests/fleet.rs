@@ -7,14 +7,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinHandle;
-
 use ::http::Method;
-use bismuth_e2e::Fleet;
+use bismuth_e2e::{Fleet, Load};
 use bismuth_testkit::{eventually, http, images};
 use serde_json::json;
 use uuid::Uuid;
@@ -254,48 +250,13 @@ async fn one_leader_and_failover(fleet: &mut Fleet) {
     delete(fleet, fid).await;
 }
 
-/// A load client: how many requests it got 200 for, and the failures.
-type Client = JoinHandle<(u64, Vec<String>)>;
-
-/// Sends requests through bismuthfe from `clients` tasks until stopped.
-fn load(url: String, clients: usize) -> (Arc<AtomicBool>, Vec<Client>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = (0..clients)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            tokio::spawn(async move {
-                let (mut ok, mut failed) = (0, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    match http::request(Method::GET, &url, &[], "").await {
-                        Ok(r) if r.status == 200 => ok += 1,
-                        other => failed.push(format!("{:?}", other.map(|r| (r.status, r.text())))),
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
-    (stop, tasks)
-}
-
-async fn stop_load(stop: Arc<AtomicBool>, tasks: Vec<Client>) -> (u64, Vec<String>) {
-    stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut failed) = (0, Vec::new());
-    for t in tasks {
-        let (o, f) = t.await.unwrap();
-        ok += o;
-        failed.extend(f);
-    }
-    (ok, failed)
-}
-
 /// `drain --evacuate` under load: replacements first, no failed request;
 /// unknown nodes and no room elsewhere are clear errors that change nothing.
 async fn evacuates_without_a_failed_request(fleet: &mut Fleet) {
     let fid = fleet.create(&hello(2)).await;
     let nodes = serving(fleet, fid, 2).await;
     let url = fleet.fe_url(&format!("/invoke/{fid}/"));
-    let (stop, tasks) = load(url, 4);
+    let load = Load::start(url, None, 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let out = fleet
@@ -304,7 +265,7 @@ async fn evacuates_without_a_failed_request(fleet: &mut Fleet) {
         .unwrap();
     let took = started.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (ok, failed) = stop_load(stop, tasks).await;
+    let (ok, failed) = load.stop().await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -481,8 +442,8 @@ async fn scales_across_frontends(fleet: &mut Fleet) {
         woke.elapsed()
     );
 
-    let (stop_a, a) = load(fleet.fe_url(&format!("/invoke/{fid}/")), 2);
-    let (stop_b, b) = load(other, 2);
+    let a = Load::start(fleet.fe_url(&format!("/invoke/{fid}/")), None, 2);
+    let b = Load::start(other, None, 2);
     let step = Instant::now();
     let nodes = eventually("three instances for four clients", RUNNING, || async {
         let running = running_on(fleet, fid).await;
@@ -494,8 +455,8 @@ async fn scales_across_frontends(fleet: &mut Fleet) {
         nodes.len(),
         step.elapsed()
     );
-    let (ok_a, failed_a) = stop_load(stop_a, a).await;
-    let (ok_b, failed_b) = stop_load(stop_b, b).await;
+    let (ok_a, failed_a) = a.stop().await;
+    let (ok_b, failed_b) = b.stop().await;
     assert!(
         failed_a.is_empty() && failed_b.is_empty(),
         "{failed_a:?} {failed_b:?}"
