@@ -135,7 +135,8 @@ impl Server {
     }
 
     /// `GET /containers/{cid}`: whether this node still has the container
-    /// (200 with its state) or not (404): the api waits on it after a rollout.
+    /// (200 with its state and address) or not (404): the api waits on it
+    /// after a rollout.
     fn container(&self, id: &str) -> Response<Body> {
         let Ok(cid) = id.parse::<uuid::Uuid>() else {
             return error(
@@ -146,7 +147,11 @@ impl Server {
         match self.node.get(cid) {
             Some(h) => json(
                 StatusCode::OK,
-                &serde_json::json!({"container_id": cid, "state": format!("{:?}", h.state())}),
+                &serde_json::json!({
+                    "container_id": cid,
+                    "state": format!("{:?}", h.state()),
+                    "address": h.target.get().map(|t| t.net.container_ip().to_string()),
+                }),
             ),
             None => error(
                 StatusCode::NOT_FOUND,
