@@ -62,7 +62,7 @@ async fn an_idle_function_goes_to_zero_and_a_request_wakes_it() {
                 "echo warm > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"], 8080]},
             "max_instances": 2,
             "min_instances": 0,
-            "idle_timeout": 1,
+            "idle_timeout": 2,
             "routes": [{"hostname": "zero.test"}],
         }))
         .await;
@@ -76,7 +76,7 @@ async fn an_idle_function_goes_to_zero_and_a_request_wakes_it() {
     })
     .await;
 
-    // Idle for a second: down to zero, and no task is left in containerd.
+    // Idle for two seconds: down to zero, and no task is left in containerd.
     eventually("the function to go to zero", RUNNING, || async {
         let (i, backends) = instances(&sys, id).await;
         (i["desired"] == 0 && i["running"] == 0 && backends == 0).then_some(())
