@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use arc_swap::ArcSwap;
 use bismuth_containerd::Puller;
 use bismuth_controller::Controller;
 use bismuth_model::{ContainerState, FunctionDefinition, FunctionId};
@@ -170,7 +171,11 @@ pub struct Node {
     /// Set with `--otlp-endpoint`: spans of invocations and container starts.
     pub tracer: Option<bismuth_daemon::otel::Tracer>,
     desired: Mutex<Desired>,
+    /// The containers: changed under this lock (rarely: a container comes
+    /// or goes), then published whole to `published`, which every request
+    /// reads without a lock.
     containers: Mutex<HashMap<Uuid, Arc<Handle>>>,
+    published: ArcSwap<HashMap<Uuid, Arc<Handle>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -202,17 +207,23 @@ impl Node {
             tracer,
             desired: Mutex::default(),
             containers: Mutex::default(),
+            published: ArcSwap::default(),
         })
     }
 
-    /// The container `cid`, if this node knows it.
+    /// The container `cid`, if this node knows it (no lock: every
+    /// invocation asks).
     pub fn get(&self, cid: Uuid) -> Option<Arc<Handle>> {
-        lock(&self.containers).get(&cid).cloned()
+        self.published.load().get(&cid).cloned()
     }
 
     /// The container `cid`, made known if it was not.
     pub fn get_or_insert(&self, cid: Uuid) -> Arc<Handle> {
-        Arc::clone(lock(&self.containers).entry(cid).or_insert_with(|| {
+        if let Some(h) = self.get(cid) {
+            return h;
+        }
+        let mut all = lock(&self.containers);
+        let h = Arc::clone(all.entry(cid).or_insert_with(|| {
             Arc::new(Handle {
                 cid,
                 files: Files::new(&self.cfg.state_dir, &self.cfg.run_dir, cid),
@@ -223,17 +234,22 @@ impl Node {
                 load: Arc::default(),
                 actual: tokio::sync::Mutex::default(),
             })
-        }))
+        }));
+        self.published.store(Arc::new(all.clone()));
+        h
     }
 
     /// Forgets `cid` (after it was removed).
     pub fn forget(&self, cid: Uuid) {
-        lock(&self.containers).remove(&cid);
+        let mut all = lock(&self.containers);
+        if all.remove(&cid).is_some() {
+            self.published.store(Arc::new(all.clone()));
+        }
     }
 
     /// Every container this node knows.
     pub fn all(&self) -> Vec<Arc<Handle>> {
-        lock(&self.containers).values().cloned().collect()
+        self.published.load().values().cloned().collect()
     }
 
     /// Whether ZooKeeper wants `cid` here: `None` while not known yet.
