@@ -115,6 +115,16 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // Nothing autoscales: ask nobody (and start afresh when something does).
+        let any = view
+            .lock()
+            .functions
+            .values()
+            .any(|f| f.def.as_ref().is_some_and(|d| d.value.autoscaled()));
+        if !any {
+            board.lock().previous.clear();
+            continue;
+        }
         let sources = match sources(&zk, &view, bismuthd_port).await {
             Ok(s) => s,
             Err(e) => {
