@@ -1,30 +1,30 @@
 //! Server mode: the request streamed to the container's port on its /30,
 //! the response streamed back, hop-by-hop headers dropped both ways.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bismuth_daemon::headers::{self, TRACEPARENT};
+use bismuth_daemon::upstream;
 use http::header::HeaderValue;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tracing::debug;
 
 use crate::node::Target;
 use crate::respond::{error, Body};
 
-pub type Client = hyper_util::client::legacy::Client<HttpConnector, Incoming>;
+pub type Client = upstream::Client;
 
-/// A pooled HTTP/1 client for container ports.
+/// A pooled HTTP/1 client for container ports (servers that close every
+/// connection, like busybox `httpd`, simply get a new one each time).
 pub fn client() -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+    upstream::Client::new(upstream::Config {
+        connect_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(30),
+        ..upstream::Config::default()
+    })
 }
 
 /// Proxies `req` to `http://{container ip}:{port}{rest}?{query}`.
@@ -37,21 +37,23 @@ pub async fn forward(
     traceparent: &str,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let uri = format!("http://{}:{port}{rest}{query}", target.net.container_ip());
-    parts.uri = match uri.parse::<Uri>() {
-        Ok(u) => u,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad path: {e}")),
+    let (sep, query) = match parts.uri.query() {
+        Some(q) => ("?", q),
+        None => ("", ""),
     };
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Ok(v) = HeaderValue::from_str(traceparent) {
         parts.headers.insert(TRACEPARENT, v);
     }
-    match client.request(Request::from_parts(parts, body)).await {
+    let addr = SocketAddr::from((target.net.container_ip(), port));
+    let head = upstream::Head::new(
+        &parts.method,
+        format_args!("{rest}{sep}{query}"),
+        addr,
+        &parts.headers,
+        &http_body::Body::size_hint(&body),
+    );
+    match client.send(addr, head, body).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);

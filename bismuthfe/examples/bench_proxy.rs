@@ -295,9 +295,9 @@ fn start_fe(
         .args(extra)
         .env("RUST_LOG", "warn")
         .envs(
-            std::env::var("FE_WORKERS")
+            std::env::var("FE_THREADS")
                 .ok()
-                .map(|w| ("TOKIO_WORKER_THREADS", w)),
+                .map(|w| ("BISMUTH_FE_THREADS", w)),
         )
         .stdin(Stdio::null())
         .spawn()

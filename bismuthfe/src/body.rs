@@ -39,6 +39,11 @@ impl BodySlot {
         }
     }
 
+    /// The client's body's size, as announced.
+    pub fn size_hint(&self) -> &SizeHint {
+        &self.hint
+    }
+
     /// Whether another attempt can still send the whole body.
     pub fn replayable(&self) -> bool {
         self.empty || self.slot.lock().map(|s| s.is_some()).unwrap_or(false)

@@ -47,6 +47,11 @@ pub struct Args {
     /// --listen, with 127.0.0.1 for an unspecified address)
     #[arg(long, env = "BISMUTH_FE_ADVERTISE")]
     pub advertise: Option<SocketAddr>,
+    /// Threads serving requests, each with its own runtime, connections
+    /// and upstream pool (a connection stays on the thread that got it);
+    /// 0: one per CPU
+    #[arg(long, env = "BISMUTH_FE_THREADS", default_value_t = 0)]
+    pub threads: usize,
     /// Do not record request metrics (`/metrics` then has the process
     /// metrics only); for measuring what recording costs
     #[arg(long)]
@@ -79,6 +84,8 @@ pub struct Config {
     pub max_held_bytes: u64,
     /// Where the controller asks for `/load`; `None`: the listening address.
     pub advertise: Option<SocketAddr>,
+    /// Serving threads.
+    pub threads: usize,
     /// Whether requests are recorded in the metrics.
     pub request_metrics: bool,
     /// Where spans are exported, if anywhere.
@@ -108,6 +115,10 @@ impl Args {
             max_held_requests: self.max_held_requests,
             max_held_bytes: self.max_held_bytes,
             advertise: self.advertise,
+            threads: match self.threads {
+                0 => default_threads(),
+                n => n,
+            },
             request_metrics: !self.no_metrics,
             otlp_endpoint: self.otlp_endpoint.clone(),
         })
@@ -128,8 +139,14 @@ impl Config {
             max_held_requests: 10_000,
             max_held_bytes: 64 << 20,
             advertise: None,
+            threads: default_threads(),
             request_metrics: true,
             otlp_endpoint: None,
         }
     }
+}
+
+/// One serving thread per CPU this process may run on.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

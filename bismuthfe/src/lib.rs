@@ -71,26 +71,91 @@ pub async fn run(
         .as_ref()
         .map(|e| Tracer::new("bismuthfe", e))
         .transpose()?;
-    let proxy = Arc::new(proxy::Proxy::new(
-        table,
-        ready_rx,
-        &config,
-        metrics,
-        tracer.clone(),
-        Arc::clone(&load),
-        waker,
-    ));
-    info!(addr = %listener.local_addr()?, "bismuthfe serving");
-    let handler = move |req, peer| {
-        let proxy = Arc::clone(&proxy);
-        async move { proxy.handle(req, peer).await }
-    };
-    bismuth_daemon::http::serve(listener, handler, shutdown, config.shutdown_grace).await;
+    info!(addr = %listener.local_addr()?, threads = config.threads, "bismuthfe serving");
+    // Thread per core: each serving thread runs its own runtime with its
+    // own upstream pool, and a connection stays on the thread it was
+    // handed to, so a request never crosses threads. This task accepts and
+    // deals connections out in turn.
+    let mut hand = Vec::new();
+    let mut done = Vec::new();
+    for i in 0..config.threads.max(1) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let proxy = Arc::new(proxy::Proxy::new(
+            Arc::clone(&table),
+            ready_rx.clone(),
+            &config,
+            Arc::clone(&metrics),
+            tracer.clone(),
+            Arc::clone(&load),
+            waker.clone(),
+        ));
+        let (shutdown, grace) = (shutdown.clone(), config.shutdown_grace);
+        std::thread::Builder::new()
+            .name(format!("bismuthfe-{i}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => return tracing::error!(error = %e, "cannot start a serving thread"),
+                };
+                let handler = move |req, peer| {
+                    let proxy = Arc::clone(&proxy);
+                    async move { proxy.handle(req, peer).await }
+                };
+                runtime.block_on(bismuth_daemon::http::serve(
+                    bismuth_daemon::http::Handed(rx),
+                    handler,
+                    shutdown,
+                    grace,
+                ));
+                let _ = done_tx.send(());
+            })?;
+        hand.push(tx);
+        done.push(done_rx);
+    }
+    deal(listener, hand, shutdown.clone()).await;
+    for d in done {
+        let _ = d.await;
+    }
     sync_task.abort();
     if let Some(t) = tracer {
         t.shutdown().await;
     }
     Ok(())
+}
+
+/// Accepts connections until `shutdown` and hands them to the serving
+/// threads in turn.
+async fn deal(
+    listener: TcpListener,
+    threads: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, std::net::SocketAddr)>>,
+    shutdown: CancellationToken,
+) {
+    let mut next = 0;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        if threads[next % threads.len()].send((stream, peer)).is_err() {
+            return;
+        }
+        next += 1;
+    }
 }
 
 /// Connects to ZooKeeper (retrying until it answers), keeps the table

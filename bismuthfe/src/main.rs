@@ -3,7 +3,9 @@
 use anyhow::Context;
 use clap::Parser;
 
-#[tokio::main]
+// ZooKeeper, accepting and span export; requests are served on the
+// threads `run` starts.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     bismuth_daemon::init_tracing();
     let args = bismuthfe::Args::parse();

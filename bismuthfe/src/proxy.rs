@@ -13,25 +13,24 @@ use bismuth_model::FunctionId;
 use crate::metrics::FrontendMetrics;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::body::{BodySlot, Handoff};
+use crate::body::BodySlot;
 use crate::load::FrontendLoad;
 use crate::ring;
 use crate::table::{Entry, RoutingTable, Target};
 use crate::wake::Waker;
 use bismuth_daemon::headers::{self, CONTAINER_ID, TRACEPARENT};
 use bismuth_daemon::otel::{self, Tracer};
+use bismuth_daemon::upstream::{self, UpstreamBody};
 use opentelemetry::KeyValue;
 
 /// The body of a response: streamed from a backend, or a short error.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// At most this many backends are tried for one request.
 const MAX_ATTEMPTS: usize = 3;
@@ -41,7 +40,7 @@ const MAX_ATTEMPTS: usize = 3;
 pub struct Proxy {
     table: Arc<ArcSwap<RoutingTable>>,
     ready: watch::Receiver<bool>,
-    client: Client<HttpConnector, Handoff>,
+    client: upstream::Client,
     backend_port: u16,
     response_timeout: Duration,
     refused_hold: Duration,
@@ -65,22 +64,19 @@ impl Proxy {
         load: Arc<FrontendLoad>,
         waker: Waker,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.enforce_http(true);
         // A pooled connection to a node that died or was cut off must not
         // hold requests for the response timeout: keepalive probes find an
         // idle one dead within about 5 s, and data the peer does not
         // acknowledge for 10 s ends a busy one (a slow function's kernel
-        // still acknowledges, so slow answers are unaffected).
-        connector.set_keepalive(Some(Duration::from_secs(2)));
-        connector.set_keepalive_interval(Some(Duration::from_secs(1)));
-        connector.set_keepalive_retries(Some(3));
-        connector.set_tcp_user_timeout(Some(Duration::from_secs(10)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        // still acknowledges, so slow answers are unaffected). bismuthd
+        // closes connections idle for 30 s; ours are dropped after 20.
+        let client = upstream::Client::new(upstream::Config {
+            connect_timeout: cfg.connect_timeout,
+            idle_timeout: Duration::from_secs(20),
+            max_idle_per_host: 256,
+            keepalive: Some(Duration::from_secs(2)),
+            user_timeout: Some(Duration::from_secs(10)),
+        });
         Proxy {
             table,
             ready,
@@ -147,11 +143,6 @@ impl Proxy {
                 }
             }
         };
-        let query = parts
-            .uri
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
 
         let (mut span, traceparent) = otel::hop(
             self.tracer.as_ref(),
@@ -172,23 +163,16 @@ impl Proxy {
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::set_forwarded(&mut parts.headers, peer.ip(), host.as_ref());
         parts.headers.remove(header::HOST);
+        // Answered here by hyper as the body is read; not passed on.
+        parts.headers.remove(header::EXPECT);
         parts.headers.insert(TRACEPARENT, traceparent.clone());
 
         let _load = self.load.begin(function);
         let in_flight = self.metrics.begin(function);
         let response = match self.running(function, entry, &parts).await {
             Ok(entry) => {
-                self.forward(
-                    function,
-                    rest,
-                    &query,
-                    &parts,
-                    body,
-                    entry,
-                    peer,
-                    traceparent,
-                )
-                .await
+                self.forward(function, rest, &parts, body, entry, peer, traceparent)
+                    .await
             }
             Err(response) => response,
         };
@@ -271,7 +255,6 @@ impl Proxy {
         &self,
         function: FunctionId,
         rest: &str,
-        query: &str,
         parts: &http::request::Parts,
         body: Incoming,
         entry: Entry,
@@ -279,6 +262,10 @@ impl Proxy {
         traceparent: HeaderValue,
     ) -> Response<ResponseBody> {
         let slot = BodySlot::new(body);
+        let (sep, query) = match parts.uri.query() {
+            Some(q) => ("?", q),
+            None => ("", ""),
+        };
         let client_hash = ring::client_hash(peer.ip());
         let mut entry = entry;
         // Every backend refusing usually means their bismuthds restart
@@ -299,28 +286,16 @@ impl Proxy {
                 }
                 let target = &targets[index];
                 let _counted = target.begin();
-                let uri = format!(
-                    "http://{}:{}/invoke/{}{rest}{query}",
-                    target.backend.ip, self.backend_port, target.backend.container_id
+                let addr = SocketAddr::from((target.backend.ip, self.backend_port));
+                let head = upstream::Head::new(
+                    &parts.method,
+                    format_args!("/invoke/{}{rest}{sep}{query}", target.backend.container_id),
+                    addr,
+                    &parts.headers,
+                    slot.size_hint(),
                 );
-                let mut upstream = match Request::builder()
-                    .method(parts.method.clone())
-                    .uri(&uri)
-                    .version(Version::HTTP_11)
-                    .body(slot.attempt())
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            format!("cannot forward request: {e}"),
-                        )
-                    }
-                };
-                *upstream.headers_mut() = parts.headers.clone();
-                match tokio::time::timeout(self.response_timeout, self.client.request(upstream))
-                    .await
-                {
+                let sent = self.client.send(addr, head, slot.attempt());
+                match tokio::time::timeout(self.response_timeout, sent).await {
                     Ok(Ok(response)) => return respond(response, traceparent, target),
                     Ok(Err(e)) if e.is_connect() => {
                         warn!(%function, backend = %target.backend.ip, container = %target.backend.container_id,
@@ -409,7 +384,7 @@ fn retry_later(message: String) -> Response<ResponseBody> {
 }
 
 fn respond(
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     traceparent: HeaderValue,
     target: &Target,
 ) -> Response<ResponseBody> {

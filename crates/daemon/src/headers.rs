@@ -24,6 +24,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, and any header the `Connection` header lists.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Usually there are none: one pass over the few names present is
+    // cheaper than looking up each of the nine.
+    if !headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || k == "proxy-connection")
+    {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -40,11 +48,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Appends the client to `X-Forwarded-For` and sets `-Proto` and `-Host`.
 pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    let mut value = Vec::with_capacity(40);
+    if let Some(prior) = headers.get(&xff) {
+        value.extend_from_slice(prior.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    push_ip(&mut value, client);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(xff, v);
     }
     headers.insert(
@@ -54,6 +64,39 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&Head
     if let Some(host) = host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
+}
+
+/// Appends `ip` as text; IPv4 without the formatter (this runs per request).
+pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends `n` in decimal.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
@@ -77,6 +120,18 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn writes_addresses_as_text() {
+        for ip in ["0.0.0.0", "10.20.255.9", "127.0.0.1", "::1", "fe80::1:2"] {
+            let mut out = Vec::new();
+            push_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(out, ip.as_bytes());
+        }
+        let mut out = Vec::new();
+        push_decimal(&mut out, 65535);
+        assert_eq!(out, b"65535");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The HTTP/1 accept loop every daemon uses: serve each connection with a
 //! handler until shutdown, then let in-flight requests finish for a grace
-//! period before closing what is left.
+//! period before closing what is left. Connections come from a listener or,
+//! for a thread-per-core server, from an acceptor handing them out
+//! ([`Handed`]).
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -14,17 +16,45 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// Serves `handler` on `listener` until `shutdown` is cancelled.
-pub async fn serve<H, Fut, B>(
-    listener: TcpListener,
+/// Where connections come from.
+pub trait Accept: Send {
+    /// The next connection; `None` when no more will come.
+    fn next(
+        &mut self,
+    ) -> impl Future<Output = Option<std::io::Result<(TcpStream, SocketAddr)>>> + Send;
+}
+
+impl Accept for TcpListener {
+    async fn next(&mut self) -> Option<std::io::Result<(TcpStream, SocketAddr)>> {
+        Some(self.accept().await)
+    }
+}
+
+/// Connections accepted elsewhere (on another thread), handed over to be
+/// served on this thread's runtime.
+#[derive(Debug)]
+pub struct Handed(pub tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>);
+
+impl Accept for Handed {
+    async fn next(&mut self) -> Option<std::io::Result<(TcpStream, SocketAddr)>> {
+        let (stream, peer) = self.0.recv().await?;
+        Some(TcpStream::from_std(stream).map(|s| (s, peer)))
+    }
+}
+
+/// Serves `handler` on the connections of `listener` until `shutdown` is
+/// cancelled (or the connections end).
+pub async fn serve<A, H, Fut, B>(
+    mut listener: A,
     handler: H,
     shutdown: CancellationToken,
     grace: Duration,
 ) where
+    A: Accept,
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
     B: http_body::Body + Send + 'static,
@@ -37,9 +67,10 @@ pub async fn serve<H, Fut, B>(
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
+            accepted = listener.next() => match accepted {
+                None => break,
+                Some(Ok(conn)) => conn,
+                Some(Err(e)) => {
                     // Out of file descriptors and the like: back off briefly.
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -3,7 +3,7 @@
 //! SIGTERM or SIGINT, which the daemon's `run` treats as "drain and stop";
 //! [`http::serve`], the accept loop with graceful draining; and the proxy
 //! header rules ([`headers`], [`trace`]) bismuthfe and bismuthd share; span
-//! export ([`otel`]).
+//! export ([`otel`]); the invocation path's HTTP client ([`upstream`]).
 
 pub mod guarded;
 pub mod headers;
@@ -12,6 +12,7 @@ pub mod invoke;
 pub mod lines;
 pub mod otel;
 pub mod trace;
+pub mod upstream;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;

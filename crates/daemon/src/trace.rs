@@ -1,21 +1,31 @@
 //! W3C trace context: continue the caller's `traceparent` with a new span
 //! id, or start a trace when there is none (or it is malformed).
 
-use std::fmt::Write;
-
 /// Returns the `traceparent` for the upstream request and the response.
 pub fn next_traceparent(incoming: Option<&str>) -> String {
-    let (trace_id, flags) = match incoming.and_then(parse) {
-        Some((trace, flags)) => (trace.to_owned(), flags.to_owned()),
-        None => (hex(&rand::random::<[u8; 16]>()), "01".to_owned()),
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    let flags = match incoming.and_then(parse) {
+        Some((trace, flags)) => {
+            out.push_str(trace);
+            flags
+        }
+        None => {
+            push_hex(&mut out, &rand::random::<[u8; 16]>());
+            "01"
+        }
     };
+    out.push('-');
     let span = loop {
         let s = rand::random::<[u8; 8]>();
         if s != [0; 8] {
-            break hex(&s);
+            break s;
         }
     };
-    format!("00-{trace_id}-{span}-{flags}")
+    push_hex(&mut out, &span);
+    out.push('-');
+    out.push_str(flags);
+    out
 }
 
 /// The trace id of a well-formed `traceparent`, else "".
@@ -43,12 +53,13 @@ fn parse(value: &str) -> Option<(&str, &str)> {
     valid.then_some((trace, flags))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
+/// Appends `bytes` in lower-case hex (per request: no formatter).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-    s
 }
 
 #[cfg(test)]
