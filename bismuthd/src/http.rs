@@ -214,13 +214,14 @@ impl Server {
         );
         // The function sees this hop's traceparent (a header for a Server,
         // TRACEPARENT in its environment for an Executable).
-        if let Ok(v) = HeaderValue::from_str(&traceparent) {
-            req.headers_mut().insert(TRACEPARENT, v);
+        let traceparent_value = HeaderValue::from_str(&traceparent).ok();
+        if let Some(v) = &traceparent_value {
+            req.headers_mut().insert(TRACEPARENT, v.clone());
         }
         let cold = !h.served.swap(true, std::sync::atomic::Ordering::Relaxed);
         let mut resp = match &target.def.invoke_mode {
             InvokeMode::Server(_, port) => {
-                proxy::forward(&self.client, &target, *port, req, rest, &traceparent).await
+                proxy::forward(&self.client, &target, *port, req, rest).await
             }
             InvokeMode::Executable(_) => {
                 exec::run(&h, &target, req, rest, self.node.cfg.exec_timeout).await
@@ -248,7 +249,7 @@ impl Server {
         if let Ok(v) = HeaderValue::from_str(&cid.to_string()) {
             headers.insert(CONTAINER_ID, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&traceparent) {
+        if let Some(v) = traceparent_value {
             headers.insert(TRACEPARENT, v);
         }
         resp.map(|body| Guarded::new(body, (slot, load)).boxed())

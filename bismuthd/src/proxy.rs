@@ -4,9 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bismuth_daemon::headers::{self, TRACEPARENT};
+use bismuth_daemon::headers;
 use bismuth_daemon::upstream;
-use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -27,14 +26,14 @@ pub fn client() -> Client {
     })
 }
 
-/// Proxies `req` to `http://{container ip}:{port}{rest}?{query}`.
+/// Proxies `req` (its `traceparent` already this hop's) to
+/// `http://{container ip}:{port}{rest}?{query}`.
 pub async fn forward(
     client: &Client,
     target: &Target,
     port: u16,
     req: Request<Incoming>,
     rest: &str,
-    traceparent: &str,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let (sep, query) = match parts.uri.query() {
@@ -42,9 +41,6 @@ pub async fn forward(
         None => ("", ""),
     };
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Ok(v) = HeaderValue::from_str(traceparent) {
-        parts.headers.insert(TRACEPARENT, v);
-    }
     let addr = SocketAddr::from((target.net.container_ip(), port));
     let head = upstream::Head::new(
         &parts.method,

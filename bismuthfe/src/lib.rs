@@ -11,6 +11,7 @@
 
 mod body;
 pub mod config;
+mod cow;
 pub mod load;
 pub mod metrics;
 pub mod proxy;
@@ -116,7 +117,7 @@ pub async fn run(
         hand.push(tx);
         done.push(done_rx);
     }
-    deal(listener, hand, shutdown.clone()).await;
+    bismuth_daemon::http::deal(listener, hand, shutdown.clone()).await;
     for d in done {
         let _ = d.await;
     }
@@ -125,37 +126,6 @@ pub async fn run(
         t.shutdown().await;
     }
     Ok(())
-}
-
-/// Accepts connections until `shutdown` and hands them to the serving
-/// threads in turn.
-async fn deal(
-    listener: TcpListener,
-    threads: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, std::net::SocketAddr)>>,
-    shutdown: CancellationToken,
-) {
-    let mut next = 0;
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(stream) = stream.into_std() else {
-            continue;
-        };
-        if threads[next % threads.len()].send((stream, peer)).is_err() {
-            return;
-        }
-        next += 1;
-    }
 }
 
 /// Connects to ZooKeeper (retrying until it answers), keeps the table

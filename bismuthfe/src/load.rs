@@ -4,16 +4,16 @@
 //! bounded in number and in the bytes of their heads (their bodies are not
 //! read while held: they wait in the client's socket).
 //!
-//! Recording is lock-free: one lookup in an `ArcSwap`'d map of meters (a
-//! new function's meter is added once, copy-on-write) and a few atomics.
+//! Recording is lock-free: one lookup in a [`CowMap`] of meters and a few
+//! atomics.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use bismuth_metrics::load::{uptime_s, LoadMeter, OwnedLoadGuard};
 use bismuth_model::{FunctionId, FunctionLoad, LoadReport};
+
+use crate::cow::CowMap;
 
 /// One function's load here.
 #[derive(Debug, Default)]
@@ -25,7 +25,7 @@ struct Meter {
 /// Every function's load at this frontend, and the hold bounds.
 #[derive(Debug)]
 pub struct FrontendLoad {
-    meters: ArcSwap<HashMap<FunctionId, Arc<Meter>>>,
+    meters: CowMap<Meter>,
     max_held: u64,
     max_held_bytes: u64,
     held: AtomicU64,
@@ -58,7 +58,7 @@ impl FrontendLoad {
     /// Holding at most `max_held` requests, and `max_held_bytes` of their heads.
     pub fn new(max_held: u64, max_held_bytes: u64) -> FrontendLoad {
         FrontendLoad {
-            meters: ArcSwap::default(),
+            meters: CowMap::default(),
             max_held,
             max_held_bytes,
             held: AtomicU64::new(0),
@@ -67,18 +67,7 @@ impl FrontendLoad {
     }
 
     fn meter(&self, function: FunctionId) -> Arc<Meter> {
-        if let Some(m) = self.meters.load().get(&function) {
-            return Arc::clone(m);
-        }
-        self.meters.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.entry(function).or_default();
-            map
-        });
-        self.meters
-            .load()
-            .get(&function)
-            .map_or_else(Arc::default, Arc::clone)
+        self.meters.get_or_insert_with(function, Meter::default)
     }
 
     /// A request for `function` begins.
@@ -134,14 +123,8 @@ impl FrontendLoad {
 
     /// Forgets functions that no longer exist (the sync task calls this).
     pub fn retain(&self, exists: impl Fn(&FunctionId) -> bool) {
-        if self.meters.load().keys().all(&exists) {
-            return;
-        }
-        self.meters.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.retain(|id, m| exists(id) || m.load.in_flight() > 0);
-            map
-        });
+        self.meters
+            .retain(|id, m| exists(id) || m.load.in_flight() > 0);
     }
 }
 

@@ -5,11 +5,10 @@
 //! adds, no lock and no allocation (see BENCHMARKS.md for the measured cost
 //! on throughput).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use crate::cow::CowMap;
 
 use bismuth_metrics::{
     duration_histogram, histogram_family, Counter, Family, FunctionCode, FunctionLabel, Gauge,
@@ -29,7 +28,7 @@ pub struct FrontendMetrics {
     held: Histogram,
     /// Each function's metrics resolved once, read without locking; the
     /// families stay the registry's view.
-    resolved: ArcSwap<HashMap<FunctionId, Arc<Resolved>>>,
+    resolved: CowMap<Resolved>,
 }
 
 /// One function's metrics, cloned out of the families (clones share counts).
@@ -57,7 +56,7 @@ impl FrontendMetrics {
             duration: histogram_family(),
             in_flight: Family::default(),
             held: duration_histogram(),
-            resolved: ArcSwap::default(),
+            resolved: CowMap::default(),
         };
         m.metrics.register(|r| {
             r.register(
@@ -102,29 +101,22 @@ impl FrontendMetrics {
 
     /// The function's metrics, resolved from the families at its first request.
     fn resolved(&self, function: FunctionId) -> Arc<Resolved> {
-        if let Some(r) = self.resolved.load().get(&function) {
-            return Arc::clone(r);
-        }
-        let label = FunctionLabel {
-            function: Id(function),
-        };
-        let r = Arc::new(Resolved {
-            in_flight: self.in_flight.get_or_create(&label).clone(),
-            duration: self.duration.get_or_create(&label).clone(),
-            ok: self
-                .requests
-                .get_or_create(&FunctionCode {
-                    function: Id(function),
-                    code: 200,
-                })
-                .clone(),
-        });
-        self.resolved.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.entry(function).or_insert_with(|| Arc::clone(&r));
-            map
-        });
-        self.resolved.load().get(&function).map_or(r, Arc::clone)
+        self.resolved.get_or_insert_with(function, || {
+            let label = FunctionLabel {
+                function: Id(function),
+            };
+            Resolved {
+                in_flight: self.in_flight.get_or_create(&label).clone(),
+                duration: self.duration.get_or_create(&label).clone(),
+                ok: self
+                    .requests
+                    .get_or_create(&FunctionCode {
+                        function: Id(function),
+                        code: 200,
+                    })
+                    .clone(),
+            }
+        })
     }
 
     /// A request is held; its wait is observed when the returned guard drops.

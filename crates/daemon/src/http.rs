@@ -46,6 +46,44 @@ impl Accept for Handed {
     }
 }
 
+/// Accepts on `listener` until `shutdown` and hands the connections to the
+/// serving threads behind `threads` in turn (each serves its [`Handed`]).
+pub async fn deal(
+    mut listener: TcpListener,
+    threads: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+    shutdown: CancellationToken,
+) {
+    for next in (0..threads.len()).cycle() {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = accept(&mut listener) => match accepted {
+                Some(conn) => conn,
+                None => return,
+            },
+        };
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        if threads[next].send((stream, peer)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The next connection, waiting out accept errors; `None` when no more come.
+async fn accept<A: Accept>(listener: &mut A) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        match listener.next().await? {
+            Ok(conn) => return Some(conn),
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Serves `handler` on the connections of `listener` until `shutdown` is
 /// cancelled (or the connections end).
 pub async fn serve<A, H, Fut, B>(
@@ -67,15 +105,9 @@ pub async fn serve<A, H, Fut, B>(
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.next() => match accepted {
+            accepted = accept(&mut listener) => match accepted {
+                Some(conn) => conn,
                 None => break,
-                Some(Ok(conn)) => conn,
-                Some(Err(e)) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
             },
         };
         let _ = stream.set_nodelay(true);

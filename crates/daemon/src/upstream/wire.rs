@@ -148,14 +148,14 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
             let start = s.as_ptr() as usize - base;
             start..start + s.len()
         };
-        let spans: Vec<_> = response
-            .headers
-            .iter()
-            .map(|h| (at(h.name.as_bytes()), at(h.value)))
-            .collect();
+        let mut spans: [_; MAX_HEADERS] = std::array::from_fn(|_| (0..0, 0..0));
+        let count = response.headers.len();
+        for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
+            *span = (at(h.name.as_bytes()), at(h.value));
+        }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name, value) in spans {
+        let mut headers = HeaderMap::with_capacity(count);
+        for (name, value) in spans.into_iter().take(count) {
             let name = HeaderName::from_bytes(&head[name.clone()])
                 .map_err(|_| Error::BadResponse(format!("bad header name {:?}", &head[name])))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value))
