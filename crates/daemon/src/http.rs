@@ -14,7 +14,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -101,7 +101,9 @@ pub async fn serve<A, H, Fut, B>(
 {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new());
+    // Header read timeout (30 s, hyper's default; it also ends idle
+    // keep-alive connections) on a timer that costs no syscall per request.
+    builder.timer(crate::coarse::CoarseTimer::start());
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -5,6 +5,7 @@
 //! header rules ([`headers`], [`trace`]) bismuthfe and bismuthd share; span
 //! export ([`otel`]); the invocation path's HTTP client ([`upstream`]).
 
+pub mod coarse;
 pub mod guarded;
 pub mod headers;
 pub mod http;
