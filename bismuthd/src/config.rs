@@ -108,6 +108,11 @@ pub struct Args {
     /// Milliseconds in-flight requests get to finish after SIGTERM
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Threads serving HTTP (invocations, logs, metrics), each with its own
+    /// runtime and connection pool to containers; a connection stays on
+    /// the thread that got it. 0: one per CPU
+    #[arg(long, default_value_t = 0)]
+    pub serve_threads: usize,
     /// How often every container is checked against what it should be
     /// (repairs drift: a deleted veth, a flushed rules table, a dead
     /// svcprovider), in milliseconds
@@ -154,6 +159,7 @@ pub struct Config {
     pub unroute_delay: Duration,
     pub drain_requests: Duration,
     pub shutdown_grace: Duration,
+    pub serve_threads: usize,
     pub resync: Duration,
     pub reconcile_concurrency: usize,
     pub otlp_endpoint: Option<bismuth_daemon::otel::Endpoint>,
@@ -290,6 +296,10 @@ impl Args {
             unroute_delay: Duration::from_millis(self.unroute_delay_ms),
             drain_requests: Duration::from_millis(self.drain_requests_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            serve_threads: match self.serve_threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
             resync: Duration::from_millis(self.resync_ms),
             reconcile_concurrency: self.reconcile_concurrency,
             otlp_endpoint: self.otlp_endpoint.clone(),

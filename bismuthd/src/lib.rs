@@ -139,14 +139,22 @@ pub async fn run(
     );
 
     info!(listen = %listener.local_addr()?, node = %cfg.node_ip, namespace = %cfg.namespace, "bismuthd serving");
-    let server = http::Server::new(Arc::clone(&node));
-    bismuth_daemon::http::serve(
+    // Requests are served on threads of their own (a current-thread
+    // runtime each, with its own pool of connections to containers), away
+    // from the reconcile loops and watches on this runtime.
+    let make = |_| {
+        let server = http::Server::new(Arc::clone(&node));
+        move |req, peer| server.clone().handle(req, peer)
+    };
+    bismuth_daemon::http::serve_threads(
         listener,
-        move |req, peer| server.clone().handle(req, peer),
+        cfg.serve_threads,
+        "bismuthd-http",
+        make,
         shutdown.clone(),
         cfg.shutdown_grace,
     )
-    .await;
+    .await?;
     tasks.cancel();
     let _ = controller.await;
     if let Some(t) = &node.tracer {

@@ -77,11 +77,7 @@ pub async fn run(
     // own upstream pool, and a connection stays on the thread it was
     // handed to, so a request never crosses threads. This task accepts and
     // deals connections out in turn.
-    let mut hand = Vec::new();
-    let mut done = Vec::new();
-    for i in 0..config.threads.max(1) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let make = |_| {
         let proxy = Arc::new(proxy::Proxy::new(
             Arc::clone(&table),
             ready_rx.clone(),
@@ -91,36 +87,20 @@ pub async fn run(
             Arc::clone(&load),
             waker.clone(),
         ));
-        let (shutdown, grace) = (shutdown.clone(), config.shutdown_grace);
-        std::thread::Builder::new()
-            .name(format!("bismuthfe-{i}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => return tracing::error!(error = %e, "cannot start a serving thread"),
-                };
-                let handler = move |req, peer| {
-                    let proxy = Arc::clone(&proxy);
-                    async move { proxy.handle(req, peer).await }
-                };
-                runtime.block_on(bismuth_daemon::http::serve(
-                    bismuth_daemon::http::Handed(rx),
-                    handler,
-                    shutdown,
-                    grace,
-                ));
-                let _ = done_tx.send(());
-            })?;
-        hand.push(tx);
-        done.push(done_rx);
-    }
-    bismuth_daemon::http::deal(listener, hand, shutdown.clone()).await;
-    for d in done {
-        let _ = d.await;
-    }
+        move |req, peer| {
+            let proxy = Arc::clone(&proxy);
+            async move { proxy.handle(req, peer).await }
+        }
+    };
+    bismuth_daemon::http::serve_threads(
+        listener,
+        config.threads,
+        "bismuthfe",
+        make,
+        shutdown.clone(),
+        config.shutdown_grace,
+    )
+    .await?;
     sync_task.abort();
     if let Some(t) = tracer {
         t.shutdown().await;

@@ -70,6 +70,58 @@ pub async fn deal(
     }
 }
 
+/// Serves on `threads` threads of their own, each a current-thread runtime
+/// with the handler `make(i)` builds for it, until `shutdown` (then each
+/// drains for `grace`). Connections are accepted by the calling task and
+/// dealt out in turn; a connection and all its requests stay on the thread
+/// that got it, so a request never crosses threads and nothing is shared
+/// per request but what the handlers share themselves.
+pub async fn serve_threads<M, H, Fut, B>(
+    listener: TcpListener,
+    threads: usize,
+    name: &str,
+    make: M,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    M: Fn(usize) -> H,
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let mut hand = Vec::new();
+    let mut done = Vec::new();
+    for i in 0..threads.max(1) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let handler = make(i);
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name(format!("{name}-{i}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => return tracing::error!(error = %e, "cannot start a serving thread"),
+                };
+                runtime.block_on(serve(Handed(rx), handler, shutdown, grace));
+                let _ = done_tx.send(());
+            })?;
+        hand.push(tx);
+        done.push(done_rx);
+    }
+    deal(listener, hand, shutdown).await;
+    for d in done {
+        let _ = d.await;
+    }
+    Ok(())
+}
+
 /// The next connection, waiting out accept errors; `None` when no more come.
 async fn accept<A: Accept>(listener: &mut A) -> Option<(TcpStream, SocketAddr)> {
     loop {
