@@ -47,7 +47,7 @@ pub const PATHS: &[Operation] = &[
     Operation { method: "get", path: "/function/{id}", summary: "A function's definition and backends", request: None, response: Some("FunctionView") },
     Operation { method: "put", path: "/function/{id}", summary: "New definition, or empty body to redeploy: a rollout the controller carries out; returns once the new instances run and the old ones are gone (query timeout_ms)", request: Some("FunctionDefinition"), response: Some("FunctionView") },
     Operation { method: "delete", path: "/function/{id}", summary: "Delete a function, its routes and containers", request: None, response: None },
-    Operation { method: "get", path: "/function/{id}/logs", summary: "Containers' output; follow=true streams Server-Sent Events", request: None, response: None },
+    Operation { method: "get", path: "/function/{id}/logs", summary: "Containers' output (the newest --log-max-bytes each); tail=N the last N lines; follow=true streams Server-Sent Events", request: None, response: None },
     Operation { method: "put", path: "/function/{id}/secrets/{key}", summary: "Set a secret (body is the value); never readable through the api", request: None, response: None },
     Operation { method: "delete", path: "/function/{id}/secrets/{key}", summary: "Delete a secret", request: None, response: None },
     Operation { method: "get", path: "/function/{id}/calls", summary: "The function's last invocations from every node, newest first (query limit, 1-1000, default 100)", request: None, response: Some("Calls") },

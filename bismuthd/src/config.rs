@@ -80,6 +80,11 @@ pub struct Args {
     /// Most processes one container may have
     #[arg(long, default_value_t = 1024)]
     pub pids_limit: u32,
+    /// Bytes of each container's log (its stdout and stderr) kept on disk:
+    /// the log rotates at half of this into `log.1`, so the newest part
+    /// stays (at least 65536)
+    #[arg(long, default_value_t = 10 << 20)]
+    pub log_max_bytes: u64,
     /// Cores offered to functions [default: all]
     #[arg(long)]
     pub cpu: Option<f64>,
@@ -152,6 +157,7 @@ pub struct Config {
     pub allow_file_repos: bool,
     pub exec_timeout: Duration,
     pub pids_limit: u32,
+    pub log_max_bytes: u64,
     pub capacity: NodeCapacity,
     pub restart_backoff: Duration,
     pub restart_backoff_max: Duration,
@@ -181,6 +187,11 @@ impl Args {
             "--exec-timeout-ms must be positive"
         );
         ensure!(self.pids_limit >= 8, "--pids-limit must be at least 8");
+        ensure!(
+            self.log_max_bytes >= crate::logwriter::MIN_MAX_BYTES,
+            "--log-max-bytes must be at least {}",
+            crate::logwriter::MIN_MAX_BYTES
+        );
         ensure!(
             self.restart_backoff_ms > 0 && self.restart_backoff_max_ms >= self.restart_backoff_ms,
             "--restart-backoff-ms must be positive and at most --restart-backoff-max-ms"
@@ -289,6 +300,7 @@ impl Args {
             allow_file_repos: self.allow_file_repos,
             exec_timeout: Duration::from_millis(self.exec_timeout_ms),
             pids_limit: self.pids_limit,
+            log_max_bytes: self.log_max_bytes,
             capacity: NodeCapacity { cpu, memory },
             restart_backoff: Duration::from_millis(self.restart_backoff_ms),
             restart_backoff_max: Duration::from_millis(self.restart_backoff_max_ms),

@@ -78,11 +78,10 @@ impl Server {
                     format!("{id:?} is not a container id"),
                 );
             };
-            let follow = req.uri().query().is_some_and(|q| {
-                q.split('&')
-                    .any(|kv| kv == "follow=true" || kv == "follow=1")
-            });
-            return logs::serve(&self.node, cid, follow).await;
+            return match logs::Query::parse(req.uri().query()) {
+                Ok(query) => logs::serve(&self.node, cid, query).await,
+                Err(message) => error(StatusCode::BAD_REQUEST, message),
+            };
         }
         error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"))
     }

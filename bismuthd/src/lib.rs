@@ -24,6 +24,7 @@ pub mod http;
 pub mod ipam;
 mod lock;
 mod logs;
+pub mod logwriter;
 mod metrics;
 pub mod net;
 mod node;

@@ -4,7 +4,6 @@
 //! so tear-down can be retried after any crash.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use bismuth_containerd::api::{
@@ -117,8 +116,9 @@ impl Runtime {
             .containers)
     }
 
-    /// Creates and starts the task, stdout and stderr appended to `log`.
-    pub async fn start_task(&self, id: &str, log: &Path) -> Result<u32, CtdError> {
+    /// Creates and starts the task, stdout and stderr going to `io` (a
+    /// containerd stdio URI: `file://`, or `binary://` for a log writer).
+    pub async fn start_task(&self, id: &str, io: &str) -> Result<u32, CtdError> {
         let rootfs: Vec<Mount> = self
             .ctd
             .snapshots()
@@ -129,7 +129,7 @@ impl Runtime {
             .await
             .rpc("snapshots.mounts")?
             .mounts;
-        let io = format!("file://{}", log.display());
+        let io = io.to_owned();
         self.ctd
             .tasks()
             .create(self.ctd.request(CreateTaskRequest {

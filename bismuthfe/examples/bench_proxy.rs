@@ -166,7 +166,13 @@ fn main() -> anyhow::Result<()> {
     let loaded_rss = bench::rss_kib(fe.id()).0;
     let bare_rss = bench::rss_kib(bare.id()).0;
     let traced_rss = bench::rss_kib(traced.id()).0;
-    for p in [&mut fe, &mut bare, &mut traced, &mut haproxy, &mut nginx] {
+    // nginx's master stops its worker on SIGTERM (killed, it would leave
+    // the worker serving); the rest are simply killed.
+    let _ = Command::new("kill")
+        .args(["-TERM", &nginx.id().to_string()])
+        .status();
+    let _ = nginx.wait();
+    for p in [&mut fe, &mut bare, &mut traced, &mut haproxy] {
         let _ = p.kill();
         let _ = p.wait();
     }

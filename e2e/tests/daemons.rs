@@ -1,6 +1,7 @@
 //! End-to-end: the daemons as an operator runs them. A bismuthd restarted
 //! under load (an upgrade) fails no request; a function writing a 64 MB
-//! line without a newline leaves bismuthd and the api small.
+//! line without a newline leaves bismuthd and the api small; one writing
+//! 300 MB to stderr leaves no more than its log cap on the host's disk.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -85,7 +86,10 @@ async fn a_bismuthd_restart_under_load_fails_no_request() {
 
 #[tokio::test]
 async fn a_64_mb_line_leaves_bismuthd_and_the_api_small() {
-    let sys = System::start().await.unwrap();
+    // A cap above the line, so that all of it is there to read.
+    let sys = System::start_with(&["--log-max-bytes", "134217728"])
+        .await
+        .unwrap();
     let fid = sys
         .create(&json!({
             "image": images::BUSYBOX_REF,
@@ -95,15 +99,7 @@ async fn a_64_mb_line_leaves_bismuthd_and_the_api_small() {
         }))
         .await;
     sys.wait_status(fid, "Running", RUNNING).await;
-    // Once bismuthfe has seen it Running too.
-    let url = sys.fe_url(&format!("/invoke/{fid}"));
-    let r = eventually("the function to answer", RUNNING, || async {
-        let r = http::request(Method::POST, &url, &[], "").await.ok()?;
-        (r.status != 503).then_some(r)
-    })
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.text(), "written\n");
+    invoke_written(&sys, fid).await;
 
     // Plain logs, then followed for a while, through the api.
     let logs = sys
@@ -138,4 +134,91 @@ async fn a_64_mb_line_leaves_bismuthd_and_the_api_small() {
         println!("{daemon} peak resident: {} MiB", peak >> 20);
         assert!(peak < limit, "{daemon} peaked at {} MiB", peak >> 20);
     }
+}
+
+/// Invokes `fid` through bismuthfe (once it routes there) and checks it
+/// answered `written`.
+async fn invoke_written(sys: &System, fid: uuid::Uuid) {
+    let url = sys.fe_url(&format!("/invoke/{fid}"));
+    let r = eventually("the function to answer", RUNNING, || async {
+        let r = http::request(Method::POST, &url, &[], "").await.ok()?;
+        (r.status != 503).then_some(r)
+    })
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "written\n");
+}
+
+/// Bytes used on the filesystem holding `path`.
+fn disk_used(path: &std::path::Path) -> u64 {
+    let out = Command::new("df")
+        .args(["-B1", "--output=used"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tenant_writing_300_mb_to_stderr_leaves_its_log_cap_on_disk() {
+    const CAP: u64 = 4 << 20;
+    let cap = CAP.to_string();
+    let sys = System::start_with(&["--log-max-bytes", &cap])
+        .await
+        .unwrap();
+    let fid = sys
+        .create(&json!({
+            "image": images::BUSYBOX_REF,
+            "cpu": 1.0,
+            "memory": 67108864,
+            "invoke_mode": {"Executable": ["/bin/sh", "-c",
+                "yes 'a line a tenant writes to stderr, again and again' | head -c 314572800 >&2; \
+                 for i in 1 2 3 4 5; do echo \"last line $i\" >&2; done; echo written"]},
+        }))
+        .await;
+    let cid = sys.wait_status(fid, "Running", RUNNING).await;
+    let log = sys
+        .dir
+        .path()
+        .join("state/containers")
+        .join(cid.to_string())
+        .join("log");
+    let before = disk_used(&log);
+    invoke_written(&sys, fid).await;
+    let grown = disk_used(&log).saturating_sub(before);
+    let kept: u64 = [log.clone(), log.with_file_name("log.1")]
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    println!("300 MB written to stderr: {kept} bytes of log kept, disk grew by {grown} bytes");
+    // Two halves, each passing its half by at most one 64 KiB read, and
+    // bismuthd's own lines.
+    assert!(kept <= CAP + (256 << 10), "{kept} bytes of log kept");
+    assert!(grown <= CAP + (32 << 20), "the disk grew by {grown} bytes");
+
+    // The newest lines are what the api returns.
+    let tail = sys
+        .api(Method::GET, &format!("/function/{fid}/logs?tail=3"), "")
+        .await;
+    assert_eq!(tail.status, 200);
+    assert_eq!(
+        tail.text(),
+        "last line 3\nlast line 4\nlast line 5\n",
+        "tail=3"
+    );
+    let all = sys
+        .api(Method::GET, &format!("/function/{fid}/logs"), "")
+        .await;
+    assert_eq!(all.status, 200);
+    assert!(all.body.len() as u64 <= kept, "{} bytes", all.body.len());
+    assert!(all.text().ends_with("last line 5\n"));
+    let bad = sys
+        .api(Method::GET, &format!("/function/{fid}/logs?tail=many"), "")
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("tail"), "{}", bad.text());
 }

@@ -1,6 +1,7 @@
-//! `GET /function/{id}/logs[?follow=true]`: the containers' output, fetched
-//! from the bismuthd of each backend (`/logs/{container_id}`). With several
-//! backends every line is prefixed with `[container_id]`. With `follow`,
+//! `GET /function/{id}/logs[?tail=N][&follow=true]`: the containers' output,
+//! fetched from the bismuthd of each backend (`/logs/{container_id}`), each
+//! container's last `tail` lines if given. With several backends every line
+//! is prefixed with `[container_id]`. With `follow`,
 //! new lines stream as Server-Sent Events until the client leaves, which
 //! drops the upstream connections with it.
 
@@ -31,10 +32,18 @@ pub async fn logs(
 ) -> Result<Response, ApiError> {
     let id = function_id(&id)?;
     let follow = matches!(query.get("follow").map(String::as_str), Some("true" | "1"));
+    let tail = match query.get("tail") {
+        None => None,
+        Some(t) => Some(t.parse::<u64>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "tail must be a number of lines (a non-negative integer), not {t:?}"
+            ))
+        })?),
+    };
     let backends = functions::get_backends(state.zk()?, id).await?.value;
     let prefix = backends.len() > 1;
     if follow {
-        return Ok(follow_all(&state, &backends, prefix).into_response());
+        return Ok(follow_all(&state, &backends, prefix, tail).into_response());
     }
     // Streamed a line at a time (lines bounded): a huge log or a 64 MB line
     // never sits in the api's memory.
@@ -46,7 +55,7 @@ pub async fn logs(
             } else {
                 String::new()
             };
-            let mut body = match fetch(&state, *b, false).await {
+            let mut body = match fetch(&state, *b, false, tail).await {
                 Ok(body) => body,
                 Err(e) => {
                     let line = format!("[{}] (logs unavailable: {e})\n", b.container_id);
@@ -105,13 +114,14 @@ async fn fetch(
     state: &AppState,
     b: Backend,
     follow: bool,
+    tail: Option<u64>,
 ) -> Result<hyper::body::Incoming, String> {
     let url = format!(
-        "http://{}:{}/logs/{}{}",
+        "http://{}:{}/logs/{}?follow={follow}{}",
         b.ip,
         state.config().bismuthd_port,
         b.container_id,
-        if follow { "?follow=true" } else { "" }
+        tail.map_or(String::new(), |n| format!("&tail={n}"))
     );
     let req = http::Request::get(&url)
         .body(Empty::<Bytes>::new())
@@ -132,6 +142,7 @@ fn follow_all(
     state: &AppState,
     backends: &[Backend],
     prefix: bool,
+    tail: Option<u64>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = mpsc::channel::<String>(256);
     let mut tasks = JoinSet::new();
@@ -143,7 +154,7 @@ fn follow_all(
             String::new()
         };
         tasks.spawn(async move {
-            let mut body = match fetch(&state, b, true).await {
+            let mut body = match fetch(&state, b, true, tail).await {
                 Ok(body) => body,
                 Err(e) => {
                     let _ = tx

@@ -118,7 +118,14 @@ pub async fn start(
     let _ = std::fs::remove_file(files.runner_socket());
     let pid = node
         .rt
-        .start_task(&id, &files.log())
+        .start_task(
+            &id,
+            &crate::logwriter::uri(
+                &crate::logwriter::exe(),
+                &files.log(),
+                node.cfg.log_max_bytes,
+            ),
+        )
         .await
         .map_err(|e| fail(format!("starting the process: {e}")))?;
     phases.create = Some(began.elapsed());
