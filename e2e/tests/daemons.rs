@@ -99,7 +99,7 @@ async fn a_64_mb_line_leaves_bismuthd_and_the_api_small() {
         }))
         .await;
     sys.wait_status(fid, "Running", RUNNING).await;
-    invoke_written(&sys, fid).await;
+    invoke_written(&sys, fid, "").await;
 
     // Plain logs, then followed for a while, through the api.
     let logs = sys
@@ -138,10 +138,12 @@ async fn a_64_mb_line_leaves_bismuthd_and_the_api_small() {
 
 /// Invokes `fid` through bismuthfe (once it routes there) and checks it
 /// answered `written`.
-async fn invoke_written(sys: &System, fid: uuid::Uuid) {
+async fn invoke_written(sys: &System, fid: uuid::Uuid, body: &str) {
     let url = sys.fe_url(&format!("/invoke/{fid}"));
     let r = eventually("the function to answer", RUNNING, || async {
-        let r = http::request(Method::POST, &url, &[], "").await.ok()?;
+        let r = http::request(Method::POST, &url, &[], body.to_owned())
+            .await
+            .ok()?;
         (r.status != 503).then_some(r)
     })
     .await;
@@ -176,7 +178,7 @@ async fn a_tenant_writing_300_mb_to_stderr_leaves_its_log_cap_on_disk() {
             "cpu": 1.0,
             "memory": 67108864,
             "invoke_mode": {"Executable": ["/bin/sh", "-c",
-                "yes 'a line a tenant writes to stderr, again and again' | head -c 314572800 >&2; \
+                "n=$(cat); yes 'a line a tenant writes to stderr, again and again' | head -c $n >&2; \
                  for i in 1 2 3 4 5; do echo \"last line $i\" >&2; done; echo written"]},
         }))
         .await;
@@ -188,7 +190,7 @@ async fn a_tenant_writing_300_mb_to_stderr_leaves_its_log_cap_on_disk() {
         .join(cid.to_string())
         .join("log");
     let before = disk_used(&log);
-    invoke_written(&sys, fid).await;
+    invoke_written(&sys, fid, "314572800").await;
     let grown = disk_used(&log).saturating_sub(before);
     let kept: u64 = [log.clone(), log.with_file_name("log.1")]
         .iter()
@@ -199,6 +201,24 @@ async fn a_tenant_writing_300_mb_to_stderr_leaves_its_log_cap_on_disk() {
     // bismuthd's own lines.
     assert!(kept <= CAP + (256 << 10), "{kept} bytes of log kept");
     assert!(grown <= CAP + (32 << 20), "the disk grew by {grown} bytes");
+
+    // A follower goes on across rotations (10 MB: several).
+    let followed = sys.dir.path().join("followed");
+    let mut follower = Command::new("curl")
+        .args(["-s", "-N", "--max-time", "60", "-o"])
+        .arg(&followed)
+        .arg(sys.api_url(&format!("/function/{fid}/logs?follow=true&tail=0")))
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    invoke_written(&sys, fid, "10000000").await;
+    eventually("the follower to see the last line", RUNNING, || async {
+        let text = std::fs::read(&followed).unwrap_or_default();
+        text.ends_with(b"data: last line 5\n\n").then_some(())
+    })
+    .await;
+    let _ = follower.kill();
+    let _ = follower.wait();
 
     // The newest lines are what the api returns.
     let tail = sys
@@ -214,7 +234,11 @@ async fn a_tenant_writing_300_mb_to_stderr_leaves_its_log_cap_on_disk() {
         .api(Method::GET, &format!("/function/{fid}/logs"), "")
         .await;
     assert_eq!(all.status, 200);
-    assert!(all.body.len() as u64 <= kept, "{} bytes", all.body.len());
+    assert!(
+        all.body.len() as u64 <= CAP + (256 << 10),
+        "{} bytes",
+        all.body.len()
+    );
     assert!(all.text().ends_with("last line 5\n"));
     let bad = sys
         .api(Method::GET, &format!("/function/{fid}/logs?tail=many"), "")
