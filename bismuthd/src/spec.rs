@@ -1,17 +1,15 @@
 //! The OCI runtime spec of a function's container: the function's command as
 //! uid 1000 with no new privileges and a small capability bound, cgroup
 //! limits from its definition, its own network namespace, runc's default
-//! masked and read-only paths, a seccomp filter refusing the syscalls a
-//! function has no use for, and the host files bismuthd prepared bound in.
+//! masked and read-only paths, an allowlist seccomp profile (`seccomp`), and the host files bismuthd prepared bound in.
 
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Arch, Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
     LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccompAction, LinuxSeccompBuilder,
-    LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 /// The unprivileged user every function runs as.
@@ -87,70 +85,6 @@ const READONLY_PATHS: &[&str] = &[
     "/proc/irq",
     "/proc/sys",
     "/proc/sysrq-trigger",
-];
-
-/// Syscalls refused with EPERM: those Docker's default profile leaves out
-/// (mounting, namespaces, kernel modules and keyrings, tracing other
-/// processes, clocks, BPF, reboot …). Everything else is allowed.
-const DENIED_SYSCALLS: &[&str] = &[
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "get_mempolicy",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mbind",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "move_pages",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "personality",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "set_mempolicy",
-    "setns",
-    "settimeofday",
-    "stime",
-    "swapoff",
-    "swapon",
-    "sysfs",
-    "syslog",
-    "umount",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vhangup",
-    "vm86",
-    "vm86old",
 ];
 
 /// Why a spec could not be built (a value the OCI types refuse).
@@ -288,25 +222,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             .path(input.netns)
             .build()?,
     ];
-    let seccomp = LinuxSeccompBuilder::default()
-        .default_action(LinuxSeccompAction::ScmpActAllow)
-        .architectures(vec![
-            Arch::ScmpArchX86_64,
-            Arch::ScmpArchX86,
-            Arch::ScmpArchX32,
-            Arch::ScmpArchAarch64,
-        ])
-        .syscalls(vec![LinuxSyscallBuilder::default()
-            .names(
-                DENIED_SYSCALLS
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect::<Vec<_>>(),
-            )
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(1u32)
-            .build()?])
-        .build()?;
+    let seccomp = crate::seccomp::profile()?;
     let linux = LinuxBuilder::default()
         .cgroups_path(PathBuf::from(&input.cgroup))
         .resources(resources)
@@ -414,12 +330,18 @@ mod tests {
     #[test]
     fn dangerous_syscalls_are_refused() {
         let spec = json_of(&input(Path::new("/n"), Path::new("/e")));
-        let names = spec["linux"]["seccomp"]["syscalls"][0]["names"]
+        let seccomp = &spec["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+        let allowed: Vec<&serde_json::Value> = seccomp["syscalls"]
             .as_array()
             .unwrap()
-            .clone();
+            .iter()
+            .filter(|s| s["action"] == "SCMP_ACT_ALLOW" && s.get("args").is_none())
+            .flat_map(|s| s["names"].as_array().unwrap())
+            .collect();
+        assert!(allowed.contains(&&json!("read")));
         for s in ["mount", "unshare", "setns", "ptrace", "bpf", "keyctl"] {
-            assert!(names.contains(&json!(s)), "{s} is not denied");
+            assert!(!allowed.contains(&&json!(s)), "{s} is allowed");
         }
     }
 
@@ -427,12 +349,7 @@ mod tests {
     fn the_spec_holds_every_hardening_setting() {
         let spec = json_of(&input(Path::new("/n"), Path::new("/e")));
         assert_eq!(spec["ociVersion"], "1.0.2");
-        assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
-        assert_eq!(
-            spec["linux"]["seccomp"]["syscalls"][0]["action"],
-            "SCMP_ACT_ERRNO"
-        );
-        assert_eq!(spec["linux"]["seccomp"]["syscalls"][0]["errnoRet"], 1);
+        assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(
             spec["linux"]["maskedPaths"].as_array().unwrap().len(),
             MASKED_PATHS.len()

@@ -1,7 +1,8 @@
 //! Tenant isolation, seen from inside function containers (root, real
 //! containerd, real network namespaces and nftables): a container reaches
 //! its own svcprovider with its token and nothing else on the host or in
-//! other containers; its process is unprivileged. The last part deletes the
+//! other containers; its process is unprivileged and cannot make the
+//! calls the seccomp allowlist leaves out. The last part deletes the
 //! rules and shows the same probes then connect, so the checks above hold
 //! only because of the rules.
 #![allow(clippy::unwrap_used)]
@@ -192,6 +193,13 @@ async fn containers_reach_only_their_own_svcprovider() {
     assert!(out.contains("Operation not permitted"), "{out}");
     let out = sh(&host, a, "mount -t tmpfs none /tmp 2>&1; echo status=$?").await;
     assert!(!out.ends_with("status=0"), "{out}");
+    // Refused by the seccomp allowlist (an unprivileged user may create
+    // a user namespace where the kernel allows it; here it is EPERM).
+    let out = sh(&host, a, "unshare -U true 2>&1; echo status=$?").await;
+    assert!(
+        out.contains("Operation not permitted") && !out.ends_with("status=0"),
+        "{out}"
+    );
 
     // By construction: without the rules the same probes connect.
     let table = format!("bismuth_{}", host.instance());
