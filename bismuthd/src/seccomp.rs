@@ -394,6 +394,16 @@ pub const AF_VSOCK: u64 = 40;
 /// `ADDR_NO_RANDOMIZE`, both, and the query `0xffffffff`.
 pub const PERSONAS: &[u64] = &[0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
 
+/// The one architecture whose calls the filter admits: the host's. Calls
+/// made in another (32-bit x86 or x32 on an x86-64 host) are refused
+/// whole, and the filter runc compiles stays small: listing four
+/// architectures made it four times the work, about 20 ms per container
+/// start.
+#[cfg(target_arch = "x86_64")]
+const NATIVE: Arch = Arch::ScmpArchX86_64;
+#[cfg(target_arch = "aarch64")]
+const NATIVE: Arch = Arch::ScmpArchAarch64;
+
 /// `ENOSYS`, what `clone3` answers.
 const ENOSYS: u32 = 38;
 
@@ -435,12 +445,7 @@ pub fn profile() -> Result<LinuxSeccomp, oci_spec::OciSpecError> {
     );
     LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActErrno)
-        .architectures(vec![
-            Arch::ScmpArchX86_64,
-            Arch::ScmpArchX86,
-            Arch::ScmpArchX32,
-            Arch::ScmpArchAarch64,
-        ])
+        .architectures(vec![NATIVE])
         .syscalls(syscalls)
         .build()
 }
