@@ -22,8 +22,11 @@ use crate::runtime::{TaskState, LABEL_SLOT};
 
 /// A container that ran this long before failing starts over at the first backoff step.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
-/// How often readiness is probed while a container starts.
-const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+/// How often readiness is probed while a container starts (a connect to
+/// its port in its own namespace, refused in microseconds until it
+/// listens): often, as every interval is up to that much added to a cold
+/// start.
+const PROBE_INTERVAL: Duration = Duration::from_millis(2);
 /// How long a start waits for readiness in place before handing the key back.
 const PROBE_INLINE: Duration = Duration::from_millis(500);
 /// After this long without readiness, a line in the log says so.
@@ -390,7 +393,7 @@ async fn wait_ready(node: &Node, h: &Handle, a: &mut Actual, t: &Target) -> Acti
         h.files.log_line("still waiting for the function to listen");
         a.waiting_logged = true;
     }
-    Action::requeue(PROBE_INTERVAL * 5)
+    Action::requeue(Duration::from_millis(50))
 }
 
 /// Exports a finished start as one span, its phases as attributes (they
