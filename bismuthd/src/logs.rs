@@ -49,10 +49,8 @@ impl Query {
     /// for a bad `tail`.
     pub fn parse(query: Option<&str>) -> Result<Query, String> {
         let mut q = Query::default();
-        for (k, v) in query.into_iter().flat_map(|q| q.split('&')).map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k, v)
-        }) {
+        let pairs = query.into_iter().flat_map(|q| q.split('&'));
+        for (k, v) in pairs.map(|kv| kv.split_once('=').unwrap_or((kv, ""))) {
             match k {
                 "follow" => q.follow = matches!(v, "true" | "1"),
                 "tail" => {

@@ -60,9 +60,9 @@ pub struct CoarseTimer {
 }
 
 impl CoarseTimer {
-    /// A timer whose deadlines fire once [`CoarseTimer::tick`] runs on the
-    /// current runtime; the ticker ends when the timer and its sleeps are
-    /// gone.
+    /// A timer whose deadlines are fired by a ticker task it spawns on the
+    /// current runtime (every [`TICK`]); the ticker ends when the timer and
+    /// its sleeps are gone.
     pub fn start() -> Self {
         let timer = CoarseTimer::default();
         let wheel = Arc::downgrade(&timer.wheel);

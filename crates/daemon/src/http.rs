@@ -1,8 +1,8 @@
 //! The HTTP/1 accept loop every daemon uses: serve each connection with a
 //! handler until shutdown, then let in-flight requests finish for a grace
-//! period before closing what is left. Connections come from a listener or,
-//! for a thread-per-core server, from an acceptor handing them out
-//! ([`Handed`]).
+//! period before closing what is left ([`serve`]); or the same thread per
+//! core, connections accepted once and dealt out to serving threads
+//! ([`serve_threads`]).
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -37,7 +37,7 @@ impl Accept for TcpListener {
 /// Connections accepted elsewhere (on another thread), handed over to be
 /// served on this thread's runtime.
 #[derive(Debug)]
-pub struct Handed(pub tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>);
+struct Handed(tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>);
 
 impl Accept for Handed {
     async fn next(&mut self) -> Option<std::io::Result<(TcpStream, SocketAddr)>> {
@@ -48,7 +48,7 @@ impl Accept for Handed {
 
 /// Accepts on `listener` until `shutdown` and hands the connections to the
 /// serving threads behind `threads` in turn (each serves its [`Handed`]).
-pub async fn deal(
+async fn deal(
     mut listener: TcpListener,
     threads: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
     shutdown: CancellationToken,
