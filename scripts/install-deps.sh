@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Bismuth needs, only if something is missing.
-# Usage: scripts/install-deps.sh [test|run]   (both need the same set today)
+# Usage: scripts/install-deps.sh [test|run]   (test adds the browser the dashboard's test drives)
 set -euo pipefail
 
 packages=(
@@ -20,6 +20,9 @@ packages=(
   ca-certificates
   pkg-config
 )
+if [ "${1:-test}" = test ]; then
+  packages+=(chromium chromium-driver fonts-dejavu-core) # the dashboard's end-to-end test (headless, WebDriver)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -17,6 +17,7 @@ mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod stats;
 
 use bismuth_zk::Zk;
 use tokio::net::TcpListener;

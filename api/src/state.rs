@@ -42,6 +42,8 @@ struct Inner {
     candidate: crate::controller::leader::Candidate,
     /// Set with `--otlp-endpoint`: a span per routed request.
     tracer: Option<Tracer>,
+    /// The dashboard's live figures.
+    stats: crate::stats::Stats,
 }
 
 impl AppState {
@@ -71,6 +73,7 @@ impl AppState {
                     since: String::new(),
                 },
                 tracer,
+                stats: crate::stats::Stats::default(),
             }),
         }
     }
@@ -154,6 +157,11 @@ impl AppState {
     /// The metrics, to share with the controller.
     pub fn metrics_handle(&self) -> Arc<crate::metrics::ApiMetrics> {
         Arc::clone(&self.inner.metrics)
+    }
+
+    /// The dashboard's live figures.
+    pub fn stats(&self) -> &crate::stats::Stats {
+        &self.inner.stats
     }
 
     /// The cluster view.

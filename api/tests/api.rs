@@ -980,3 +980,124 @@ async fn listing_pages_in_id_order_with_a_cursor() {
         assert!(r.error().contains(message), "{query}: {}", r.error());
     }
 }
+
+#[tokio::test]
+async fn stats_list_functions_and_nodes_and_the_dashboard_signs_in_with_the_token() {
+    use bismuth_testkit::http;
+    let token = "0123456789abcdef0123";
+    let c = Cluster::start_with(|cfg| cfg.auth_token = Some(token.into())).await;
+    c.node(A, 2.0, 8 * GIB).await;
+    let _running = c.report_running();
+    let r = c
+        .call(Method::POST, "/function", def(&["s.example.com"], 1))
+        .await;
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+
+    // /stats: every function with its status and instances, every node.
+    let stats = bismuth_testkit::eventually(
+        "the function Running in /stats",
+        Duration::from_secs(20),
+        || async {
+            let s = c.call(Method::GET, "/stats", "").await.json();
+            (s["functions"][0]["status"] == "Running").then_some(s)
+        },
+    )
+    .await;
+    let f = &stats["functions"][0];
+    assert_eq!(
+        (f["id"].as_str(), f["routes"][0].as_str()),
+        (Some(id.as_str()), Some("s.example.com"))
+    );
+    assert_eq!(
+        (f["desired"].as_u64(), f["running"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(f["rate"], 0.0);
+    assert_eq!(stats["nodes"][0]["ip"], A.to_string());
+    assert_eq!(stats["nodes"][0]["alive"], true);
+    let h = c
+        .call(Method::GET, &format!("/stats/function/{id}"), "")
+        .await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert!(h.json()["points"].is_array());
+    let r = c
+        .call(
+            Method::GET,
+            &format!("/stats/function/{}", Uuid::new_v4()),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.error().is_empty());
+
+    // The dashboard: without the token, a browser is sent to sign in.
+    let base = format!("http://{}", c.api);
+    let r = http::get(&format!("{base}/ui/")).await.unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.header("location")),
+        (303, "/ui/login".into())
+    );
+    let r = http::get(&format!("{base}/ui/login")).await.unwrap();
+    assert!(r.status.is_success() && r.text().contains("name=\"token\""));
+    assert_eq!(
+        http::get(&format!("{base}/ui/app.js"))
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let r = http::request(
+        Method::POST,
+        &format!("{base}/ui/login"),
+        &form,
+        "token=nope",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 401);
+    assert!(r.header("set-cookie").is_empty());
+    let r = http::request(
+        Method::POST,
+        &format!("{base}/ui/login"),
+        &form,
+        format!("token={token}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.header("location")),
+        (303, "/ui/".into())
+    );
+    let cookie = r.header("set-cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let with = [("cookie", cookie.as_str())];
+    for (path, kind) in [
+        ("/ui/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let r = http::request(Method::GET, &format!("{base}{path}"), &with, "")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.header("content-type").starts_with(kind),
+            "{path}: {}",
+            r.header("content-type")
+        );
+    }
+    let r = http::request(Method::GET, &format!("{base}/stats"), &with, "")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    // The assets are small (the budget is a few hundred KB).
+    let size = include_str!("../ui/index.html").len()
+        + include_str!("../ui/app.js").len()
+        + include_str!("../ui/app.css").len();
+    assert!(size < 100 << 10, "{size} bytes");
+}

@@ -1,11 +1,15 @@
 //! `bismuthctl`, the operator's command line for a Bismuth environment.
 //!
-//! Each subcommand lives in its own file under [`commands`] and talks to
-//! ZooKeeper through `bismuth_zk::store`. Exit codes: 0 success, 1 the
-//! operation failed (ZooKeeper unreachable, unknown function or node, a
+//! Each subcommand lives in its own file under [`commands`]. The api verbs
+//! (deploy, invoke, logs, …) are clients of the api and the frontend
+//! ([`client`]); the ZooKeeper-level verbs (bootstrap, provision, repair)
+//! talk to ZooKeeper through `bismuth_zk::store`. Exit codes: 0 success, 1
+//! the operation failed (a server unreachable, unknown function or node, a
 //! conflict), 2 invalid input, 3 `consistency` found problems it did not fix.
 
+pub mod client;
 pub mod commands;
+mod deffile;
 mod output;
 mod units;
 
@@ -15,10 +19,13 @@ use clap::Parser;
 
 pub use commands::Command;
 
-/// Operate a Bismuth environment: nodes, functions, backends, consistency.
+/// Operate a Bismuth environment: deploy and watch functions through the
+/// api; nodes, backends and repairs in ZooKeeper.
 #[derive(Debug, Parser)]
 #[command(name = "bismuthctl", version, about)]
 pub struct Cli {
+    #[command(flatten)]
+    pub endpoints: client::Endpoints,
     #[command(flatten)]
     pub zookeeper: bismuth_zk::ZkArgs,
     #[command(subcommand)]
@@ -52,6 +59,10 @@ pub async fn main(cli: Cli) -> ExitCode {
 
 /// Connects and runs one command, writing its output to `out`.
 pub async fn run(cli: Cli, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    if cli.command.speaks_api() {
+        cli.command.validate()?;
+        return cli.command.run_api(&cli.endpoints, out).await;
+    }
     let config = cli
         .zookeeper
         .config()
@@ -73,6 +84,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         3
     } else if let Some(bismuth_zk::store::StoreError::Invalid(_)) = err.downcast_ref() {
         2
+    } else if let Some(e) = err.downcast_ref::<client::ClientError>() {
+        e.exit_code()
     } else {
         1
     }

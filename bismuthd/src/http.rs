@@ -231,7 +231,7 @@ impl Server {
             span.status(status);
             span.set(KeyValue::new("bismuth.cold", cold));
         }
-        self.node.metrics.invoked(target.function_id, status);
+        self.node.metrics.invoked(target.function_id, status, cold);
         self.node.calls.record(
             target.function_id,
             bismuth_model::CallRecord {

@@ -36,6 +36,7 @@ pub struct NodeMetrics {
     start: HistogramFamily<PhaseLabel>,
     restarts: Family<FunctionLabel, Counter>,
     invocations: Family<FunctionCode, Counter>,
+    cold: Family<FunctionLabel, Counter>,
     cpu: Family<FunctionLabel, Counter<f64, AtomicU64>>,
     memory: Family<FunctionLabel, Gauge>,
     controller: ControllerMetrics,
@@ -56,6 +57,7 @@ impl NodeMetrics {
         let start = histogram_family();
         let restarts = Family::default();
         let invocations = Family::default();
+        let cold = Family::default();
         let cpu = Family::default();
         let memory = Family::default();
         let controller = ControllerMetrics::new("bismuthd");
@@ -81,6 +83,11 @@ impl NodeMetrics {
                 invocations.clone(),
             );
             r.register(
+                "bismuth_cold_invocations",
+                "Invocations that were a container's first (they waited for its start), by function",
+                cold.clone(),
+            );
+            r.register(
                 "bismuth_function_cpu_seconds",
                 "CPU time used by the function's containers on this node (cgroups)",
                 cpu.clone(),
@@ -98,6 +105,7 @@ impl NodeMetrics {
             start,
             restarts,
             invocations,
+            cold,
             cpu,
             memory,
             controller,
@@ -125,14 +133,22 @@ impl NodeMetrics {
             .inc();
     }
 
-    /// One invocation answered with `code`.
-    pub fn invoked(&self, function: FunctionId, code: u16) {
+    /// One invocation answered with `code`; `cold` if it was its
+    /// container's first.
+    pub fn invoked(&self, function: FunctionId, code: u16, cold: bool) {
         self.invocations
             .get_or_create(&FunctionCode {
                 function: Id(function),
                 code,
             })
             .inc();
+        if cold {
+            self.cold
+                .get_or_create(&FunctionLabel {
+                    function: Id(function),
+                })
+                .inc();
+        }
     }
 
     /// Adds what container `cid` of `function` used since the last look

@@ -331,10 +331,23 @@ impl System {
 
         // The node counts once bismuthd holds its liveness znode.
         let api = s.api_url("/node");
+        let bearer = flags
+            .api
+            .windows(2)
+            .find(|w| w[0] == "--auth-token")
+            .map(|w| format!("Bearer {}", w[1]));
         eventually("the node to be alive", Duration::from_secs(30), || {
             let api = api.clone();
+            let bearer = bearer.clone();
             async move {
-                let nodes = http::get(&api).await.ok()?.json();
+                let headers: Vec<(&str, &str)> = bearer
+                    .iter()
+                    .map(|b| ("authorization", b.as_str()))
+                    .collect();
+                let nodes = http::request(Method::GET, &api, &headers, "")
+                    .await
+                    .ok()?
+                    .json();
                 nodes
                     .as_array()?
                     .iter()

@@ -126,7 +126,7 @@ pub async fn run(
             continue;
         }
         let sources = match sources(&zk, &view, bismuthd_port).await {
-            Ok(s) => s,
+            Ok(s) => s.all(),
             Err(e) => {
                 debug!(error = %e, "cannot list load sources this tick");
                 continue;
@@ -146,8 +146,25 @@ pub async fn run(
     }
 }
 
+/// Where load and metrics are read: every registered frontend and every
+/// alive node's bismuthd, as `host:port`.
+#[derive(Debug, Default)]
+pub struct Sources {
+    pub frontends: Vec<String>,
+    pub nodes: Vec<(std::net::Ipv4Addr, String)>,
+}
+
+impl Sources {
+    /// Frontends and nodes alike.
+    pub fn all(self) -> Vec<String> {
+        let mut out = self.frontends;
+        out.extend(self.nodes.into_iter().map(|(_, addr)| addr));
+        out
+    }
+}
+
 /// Every frontend's and alive node's `host:port`.
-async fn sources(zk: &Zk, view: &SharedView, bismuthd_port: u16) -> Result<Vec<String>, ZkError> {
+pub async fn sources(zk: &Zk, view: &SharedView, bismuthd_port: u16) -> Result<Sources, ZkError> {
     let ids = zk.children_opt(paths::FRONTENDS).await?;
     let records = zk
         .get_many(
@@ -157,20 +174,20 @@ async fn sources(zk: &Zk, view: &SharedView, bismuthd_port: u16) -> Result<Vec<S
                 .collect::<Vec<_>>(),
         )
         .await?;
-    let mut out: Vec<String> = records
+    let frontends = records
         .into_iter()
         .flatten()
         .filter_map(|r| serde_json::from_slice::<FrontendRecord>(&r.value).ok())
         .map(|r| r.addr)
         .collect();
-    out.extend(
-        view.lock()
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.alive())
-            .map(|(ip, _)| format!("{ip}:{bismuthd_port}")),
-    );
-    Ok(out)
+    let nodes = view
+        .lock()
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.alive())
+        .map(|(ip, _)| (*ip, format!("{ip}:{bismuthd_port}")))
+        .collect();
+    Ok(Sources { frontends, nodes })
 }
 
 /// One source's report, `None` if it does not answer in time.

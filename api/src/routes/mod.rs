@@ -1,5 +1,6 @@
-//! The HTTP surface: which path and method go to which handler, and the
-//! bearer-token check in front of all but `/healthz`.
+//! The HTTP surface: which path and method go to which handler (the
+//! dashboard's files under `/ui/` too), and the token check in front of
+//! all but `/healthz`, `/openapi.json` and the dashboard's sign-in.
 
 mod calls;
 mod functions;
@@ -8,6 +9,8 @@ pub use nodes::DrainRequest;
 mod logs;
 mod nodes;
 mod secrets;
+mod stats;
+mod ui;
 
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
@@ -34,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .route("/function/{id}/logs", get(logs::logs))
         .route("/function/{id}/calls", get(calls::calls))
         .route("/metrics", get(metrics))
+        .route("/stats", get(stats::summary))
+        .route("/stats/function/{id}", get(stats::function))
         .route(
             "/function/{id}/secrets/{*key}",
             put(secrets::put).delete(secrets::delete),
@@ -42,6 +47,11 @@ pub fn router(state: AppState) -> Router {
         .route("/node/{ip}/drain", axum::routing::post(nodes::drain))
         .route("/node/{ip}/undrain", axum::routing::post(nodes::undrain))
         .route("/controller", get(nodes::controller))
+        .route("/ui", get(ui::root))
+        .route("/ui/", get(ui::index))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/app.css", get(ui::app_css))
+        .route("/ui/login", get(ui::login_form).post(ui::login))
         .route(
             "/openapi.json",
             get(|| async { axum::Json(crate::openapi::document()) }),
@@ -150,22 +160,21 @@ async fn count(State(state): State<AppState>, req: Request, next: Next) -> Respo
     resp
 }
 
+/// Lets a request through when the api wants no token, or it carries the
+/// right one (bearer header, or the dashboard's cookie). A browser without
+/// it is sent to the dashboard's sign-in page; anything else gets 401.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &state.config().auth_token {
-        if !matches!(req.uri().path(), "/healthz" | "/openapi.json") {
-            let given = req
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            let ok = given.len() == token.len()
-                && given
-                    .bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0;
-            if !ok {
+        let path = req.uri().path();
+        if !matches!(
+            path,
+            "/healthz" | "/openapi.json" | "/ui/login" | "/ui/app.css"
+        ) {
+            let given = ui::token_of(req.headers()).unwrap_or_default();
+            if !ui::same(&given, token.as_bytes()) {
+                if path == "/ui" || path == "/ui/" {
+                    return axum::response::Redirect::to("/ui/login").into_response();
+                }
                 return ApiError::Unauthorized.into_response();
             }
         }

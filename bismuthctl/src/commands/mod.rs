@@ -1,28 +1,56 @@
 //! The subcommands, one file each. Every command validates its input in
-//! [`Command::validate`] before any network call.
+//! [`Command::validate`] before any network call. The api verbs (deploy,
+//! update, redeploy, invoke, logs, calls, describe, top) speak HTTP to the
+//! api and the frontend; the others are ZooKeeper-level (bootstrap and
+//! repair) or local (image).
 
 mod add_backend;
 mod bootstrap;
+mod calls;
 mod consistency;
 mod create_function;
 mod delete_function;
+pub(crate) mod deploy;
 mod deprovision;
+mod describe;
 mod drain;
 mod get_function;
 pub mod image;
+mod invoke;
 mod list_functions;
 mod list_nodes;
+mod logs;
 mod provision;
 mod remove_backend;
+mod top;
 
 use std::io::Write;
 
 use bismuth_zk::Zk;
 use clap::Subcommand;
 
+use crate::client::Endpoints;
+
 /// What `bismuthctl` can do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Deploy a function from a JSON or YAML definition through the api;
+    /// prints its id and waits until it is Running
+    Deploy(deploy::Args),
+    /// Replace a function's definition (a rollout: new instances first)
+    Update(deploy::UpdateArgs),
+    /// Replace a function's instances with fresh ones (same definition)
+    Redeploy(deploy::RedeployArgs),
+    /// Call a function through the frontend, by id or routed hostname
+    Invoke(invoke::Args),
+    /// Print a function's container output; -f follows it
+    Logs(logs::Args),
+    /// A function's last invocations: time, status, duration, cold start
+    Calls(calls::Args),
+    /// A function's definition, instances and backends
+    Describe(describe::Args),
+    /// Functions and nodes with live rates, latencies and instances
+    Top(top::Args),
     /// Create the environment's top-level znodes (safe to run again)
     Bootstrap,
     /// Register a node (bismuthd host) as schedulable
@@ -55,11 +83,43 @@ pub enum Command {
 }
 
 impl Command {
-    /// Checks the command's input without touching ZooKeeper.
+    /// Checks the command's input without touching the network.
     pub fn validate(&self) -> anyhow::Result<()> {
         match self {
             Command::CreateFunction(args) => args.definition().map(|_| ()),
+            Command::Invoke(args) => args.validate(),
             _ => Ok(()),
+        }
+    }
+
+    /// Whether the command speaks to the api or the frontend (not ZooKeeper).
+    pub fn speaks_api(&self) -> bool {
+        matches!(
+            self,
+            Command::Deploy(_)
+                | Command::Update(_)
+                | Command::Redeploy(_)
+                | Command::Invoke(_)
+                | Command::Logs(_)
+                | Command::Calls(_)
+                | Command::Describe(_)
+                | Command::Top(_)
+        )
+    }
+
+    /// Runs an api verb (see [`Command::speaks_api`]).
+    pub async fn run_api(&self, endpoints: &Endpoints, out: &mut dyn Write) -> anyhow::Result<()> {
+        let api = || endpoints.api();
+        match self {
+            Command::Deploy(args) => deploy::deploy(&api()?, args, out).await,
+            Command::Update(args) => deploy::update(&api()?, args, out).await,
+            Command::Redeploy(args) => deploy::redeploy(&api()?, args, out).await,
+            Command::Invoke(args) => invoke::run(&endpoints.fe()?, args, out).await,
+            Command::Logs(args) => logs::run(&api()?, args, out).await,
+            Command::Calls(args) => calls::run(&api()?, args, out).await,
+            Command::Describe(args) => describe::run(&api()?, args, out).await,
+            Command::Top(args) => top::run(&api()?, args, out).await,
+            other => Err(misrouted(other)),
         }
     }
 
@@ -80,6 +140,12 @@ impl Command {
             Command::RemoveBackend(args) => remove_backend::run(zk, args, out).await,
             Command::Consistency(args) => consistency::run(zk, args, out).await,
             Command::Image(args) => image::run(args, out).await,
+            other => Err(misrouted(other)),
         }
     }
+}
+
+/// A command handed to the wrong dispatch (a bug in `lib.rs`).
+fn misrouted(command: &Command) -> anyhow::Error {
+    anyhow::anyhow!("bismuthctl bug: {command:?} reached the wrong dispatch")
 }

@@ -8,6 +8,7 @@
 //! - [`Registry`]: an OCI registry (`docker-registry`) fed by `skopeo`.
 //! - [`Prometheus`]: a real Prometheus scraping given targets.
 //! - [`OtlpReceiver`]: an in-process OTLP/HTTP trace receiver.
+//! - [`browser::Browser`]: a headless Chromium driven over WebDriver.
 //! - [`assert_eventually!`]: poll a condition instead of sleeping.
 //! - [`free_port`]: an unused loopback port; [`container_net`]: a test's own
 //!   slice of container addresses.
@@ -17,6 +18,7 @@
 //! when the test process dies, so nothing outlives a crashed test.
 
 pub mod bench;
+pub mod browser;
 mod containerd;
 mod eventually;
 pub mod http;
