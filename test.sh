@@ -19,6 +19,9 @@ echo "==> static runner and test images (cached in /var/cache/bismuth/images)"
 scripts/build-runner.sh debug
 scripts/test-images.sh
 
+echo "==> Debian packages of the test build (e2e/tests/packages.rs installs and runs them)"
+PROFILE=debug deploy/debian/build-debs.sh target/debian
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest does not run doctests; run them first so its summary closes the output
