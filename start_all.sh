@@ -306,10 +306,12 @@ the api (127.0.0.1:8002), bismuthfe (:8000) and Prometheus (http://127.0.0.1:$PR
 serving function $DEMO_ID.
 Try:
   curl -H 'Host: hello.localhost' localhost:8000/
-  curl -s localhost:8002/function/$DEMO_ID
-  curl -s "localhost:8002/function/$DEMO_ID/logs"
-  ${CTL[*]} list-functions
-  curl -s "localhost:8002/function/$DEMO_ID/calls?limit=5"
+  target/release/bismuthctl describe $DEMO_ID
+  target/release/bismuthctl invoke --host hello.localhost
+  target/release/bismuthctl logs $DEMO_ID -f           (Ctrl-C to leave)
+  target/release/bismuthctl calls $DEMO_ID --limit 5
+  target/release/bismuthctl top
+  the dashboard: http://127.0.0.1:8002/ui/
   curl -s localhost:8000/metrics; curl -s $NODE_IP:8001/metrics
 Logs: $LOGS. Stop: ./start_all.sh stop
 MSG

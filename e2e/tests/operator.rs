@@ -268,6 +268,22 @@ async fn bismuthctl_deploys_invokes_and_reads_through_the_api() {
         serde_json::from_str(&ok(&sys, &["calls", &fid, "--json"]).await).unwrap();
     assert!(calls["calls"].as_array().unwrap().len() >= 3, "{calls}");
 
+    fails(
+        &sys,
+        &["calls", &fid, "--limit", "0"],
+        2,
+        "limit must be an integer from 1 to 1000",
+    )
+    .await;
+    fails(
+        &sys,
+        &["calls", "not-an-id"],
+        2,
+        "invalid value 'not-an-id'",
+    )
+    .await;
+    fails(&sys, &["calls", &unknown], 1, "HTTP 404").await;
+
     // Update (a new command) and redeploy (same definition, new instance).
     let before = sys.backends(id).await;
     let v2 = write(

@@ -141,7 +141,7 @@ pub(crate) fn summary(view: &FunctionView) -> Summary {
         .iter()
         .filter(|b| b.status != ContainerState::Running)
     {
-        line.push_str(&format!(", {:?} on {}", b.status, b.backend.ip));
+        line.push_str(&format!(", {} on {}", state_name(b.status), b.backend.ip));
         if b.status == ContainerState::Failed {
             let reason = b.reason.clone().unwrap_or_else(|| "no reason given".into());
             line.push_str(&format!(" ({reason})"));
@@ -155,6 +155,18 @@ pub(crate) fn summary(view: &FunctionView) -> Summary {
         line,
         done: running >= wanted,
         failed,
+    }
+}
+
+/// A backend's state as an operator reads it: `Invalid` (no bismuthd has
+/// reported yet) is shown as `Pending`.
+pub(crate) fn state_name(state: ContainerState) -> &'static str {
+    match state {
+        ContainerState::Invalid => "Pending",
+        ContainerState::Starting => "Starting",
+        ContainerState::Running => "Running",
+        ContainerState::Paused => "Paused",
+        ContainerState::Failed => "Failed",
     }
 }
 
@@ -285,6 +297,10 @@ mod tests {
             s.line
         );
         assert!(summary(&view(&[Running, Running], None)).done);
+        assert_eq!(
+            summary(&view(&[Invalid], Some(1))).line,
+            "0/1 Running, Pending on 127.0.0.1"
+        );
         let s = summary(&view(&[], Some(0)));
         assert!(s.done && s.line.contains("scaled to zero"), "{}", s.line);
     }

@@ -81,7 +81,7 @@ pub async fn run(api: &Server, args: &Args, out: &mut dyn Write) -> anyhow::Resu
                 vec![
                     b.backend.container_id.to_string(),
                     b.backend.ip.to_string(),
-                    format!("{:?}", b.status),
+                    super::deploy::state_name(b.status).to_owned(),
                     b.reason.clone().unwrap_or_default(),
                 ]
             })
