@@ -15,6 +15,7 @@ packages=(
   protobuf-compiler    # containerd-client compiles containerd's gRPC definitions
   iproute2 nftables    # container network namespaces, veths and isolation rules
   procps               # ps: scripts/fleet-net.sh finds a killed host's processes
+  runsc                # gVisor, for functions with "isolation": "sandbox"
   libc6-dev            # static libc for bismuth-runner (it runs inside any image)
   git curl
   ca-certificates

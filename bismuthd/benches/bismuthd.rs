@@ -1,9 +1,11 @@
 //! bismuthd benchmark (rerun with `bench/bismuthd.sh`):
 //! 1. start-up: container znode created → Running in ZooKeeper, and → first
 //!    HTTP response through bismuthd, next to a bare `ctr run -d --net-host`
-//!    of the same image and command (→ first response);
+//!    of the same image and command (→ first response); the same under
+//!    gVisor (`"isolation": "sandbox"`) when runsc is installed;
 //! 2. Executable-mode latency per request, next to one `ctr tasks exec` per
-//!    request and a plain fork/exec on the host;
+//!    request and a plain fork/exec on the host; Server and Executable
+//!    requests under gVisor next to runc;
 //! 3. bismuthd's resident memory idle and with 50 containers;
 //! 4. adoption: `kill -9` of bismuthd with 51 containers running, then the
 //!    time from its start until it serves (every container adopted: same
@@ -18,10 +20,38 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bismuth_model::{ContainerState, InvokeMode};
+use bismuth_model::{ContainerState, FunctionDefinition, InvokeMode, Isolation};
 use bismuth_testkit::bench::{env_n, ms, rss_kib, stats};
 use bismuth_testkit::images;
 use support::{argv, busybox, http_get, Host};
+
+/// `runs` starts of `def`: znode created → Running, and → first response.
+async fn start_up(host: &Host, def: &FunctionDefinition, runs: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut to_running, mut to_response) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let fid = bismuth_zk::store::functions::create_function(&host.zk, def)
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let cid = bismuth_zk::store::backends::add_backend(&host.zk, fid, support::NODE)
+            .await
+            .unwrap();
+        loop {
+            if host.state(cid).await == Some(ContainerState::Running) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        to_running.push(ms(t0.elapsed()));
+        let url = host.url(&format!("/invoke/{cid}/index.html"));
+        let t1 = first_response(&url, Duration::from_secs(30)).await;
+        to_response.push(ms(t1 - t0));
+        bismuth_zk::store::functions::delete_function(&host.zk, fid)
+            .await
+            .unwrap();
+    }
+    (to_running, to_response)
+}
 
 async fn first_response(url: &str, deadline: Duration) -> Instant {
     let start = Instant::now();
@@ -56,30 +86,7 @@ async fn main() {
             port,
         ))
     };
-    let (mut to_running, mut to_response) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let def = server(8080);
-        let fid = bismuth_zk::store::functions::create_function(&host.zk, &def)
-            .await
-            .unwrap();
-        let t0 = Instant::now();
-        let cid = bismuth_zk::store::backends::add_backend(&host.zk, fid, support::NODE)
-            .await
-            .unwrap();
-        loop {
-            if host.state(cid).await == Some(ContainerState::Running) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        to_running.push(ms(t0.elapsed()));
-        let url = host.url(&format!("/invoke/{cid}/index.html"));
-        let t1 = first_response(&url, Duration::from_secs(30)).await;
-        to_response.push(ms(t1 - t0));
-        bismuth_zk::store::functions::delete_function(&host.zk, fid)
-            .await
-            .unwrap();
-    }
+    let (to_running, to_response) = start_up(&host, &server(8080), runs).await;
     // 1b. Start-up, bare ctr run of the same image and command.
     let mut bare = Vec::new();
     for i in 0..runs {
@@ -129,6 +136,24 @@ async fn main() {
         f / b,
         r / b
     );
+
+    // 1c. The same under gVisor ("isolation": "sandbox"), when runsc is here.
+    let gvisor = std::path::Path::new("/usr/bin/runsc").exists();
+    if gvisor {
+        let mut def = server(8080);
+        def.isolation = Some(Isolation::Sandbox);
+        def.memory = 128 << 20;
+        let (running, response) = start_up(&host, &def, runs).await;
+        println!("== start-up under gVisor (runsc, ptrace platform), {runs} runs");
+        let rs = stats("sandbox: znode created -> Running", running);
+        let fs = stats("sandbox: znode created -> first response", response);
+        println!(
+            "ratio first response sandbox / runc: {:.2}x; sandbox / ctr run: {:.2}x (Running: {:.2}x of runc)",
+            fs / f,
+            fs / b,
+            rs / r
+        );
+    }
 
     // 2. Executable-mode latency.
     let (_, cid) = host
@@ -183,9 +208,58 @@ async fn main() {
         fork.push(ms(t.elapsed()));
     }
     println!("== Executable mode (/bin/cat, 5-byte body)");
-    stats("bismuthd /invoke, one process per request", exec);
+    let e = stats("bismuthd /invoke, one process per request", exec);
     stats("`ctr tasks exec` per request (the old way)", ctr_exec);
     stats("fork/exec of busybox on the host", fork);
+
+    // 2b. Requests under gVisor next to runc: Server (httpd) and Executable.
+    if gvisor {
+        let mut lat = Vec::new();
+        for isolation in [None, Some(Isolation::Sandbox)] {
+            let mut srv = server(8080);
+            srv.isolation = isolation;
+            srv.memory = 128 << 20;
+            let mut cat = busybox(InvokeMode::Executable(argv(&["/bin/cat"])));
+            cat.isolation = isolation;
+            cat.memory = 128 << 20;
+            let mut both = Vec::new();
+            for def in [srv, cat] {
+                let (_, cid) = host.deploy(&def).await;
+                host.wait_state(cid, ContainerState::Running, Duration::from_secs(60))
+                    .await;
+                both.push(cid);
+            }
+            let get = host.url(&format!("/invoke/{}/index.html", both[0]));
+            let post = host.url(&format!("/invoke/{}", both[1]));
+            first_response(&get, Duration::from_secs(30)).await;
+            let (mut g, mut p) = (Vec::new(), Vec::new());
+            for i in 0..requests + 20 {
+                let t = Instant::now();
+                let (status, _) = http_get(&get).await.unwrap();
+                let dg = ms(t.elapsed());
+                let t = Instant::now();
+                let (s2, _, body) = support::http_request("POST", &post, "hello").await.unwrap();
+                let dp = ms(t.elapsed());
+                assert_eq!((status, s2, body.as_str()), (200, 200, "hello"));
+                if i >= 20 {
+                    g.push(dg);
+                    p.push(dp);
+                }
+            }
+            lat.push((g, p));
+        }
+        let (runc, sandbox) = (lat.remove(0), lat.remove(0));
+        println!("== requests under gVisor next to runc ({requests} each, sequential)");
+        let gr = stats("runc: Server (httpd) GET /index.html", runc.0);
+        let gs = stats("sandbox: Server (httpd) GET /index.html", sandbox.0);
+        let pr = stats("runc: Executable /bin/cat", runc.1);
+        let ps = stats("sandbox: Executable /bin/cat", sandbox.1);
+        println!(
+            "ratio sandbox / runc: Server {:.2}x, Executable {:.2}x (Executable alone above: {e:.2} ms)",
+            gs / gr,
+            ps / pr
+        );
+    }
 
     // 3. Memory.
     let mut ids = Vec::new();

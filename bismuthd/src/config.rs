@@ -130,6 +130,9 @@ pub struct Args {
     /// to this collector (e.g. http://127.0.0.1:4318)
     #[arg(long, env = "BISMUTH_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<bismuth_daemon::otel::Endpoint>,
+    /// gVisor's runsc, for functions with `"isolation": "sandbox"`
+    #[arg(long, default_value = "/usr/bin/runsc")]
+    pub runsc: PathBuf,
     /// Remove every container this daemon runs (with its network,
     /// svcprovider and files) and its firewall table, then exit; bismuthd
     /// itself must be stopped. ZooKeeper is left as it is
@@ -151,6 +154,7 @@ pub struct Config {
     pub run_dir: PathBuf,
     pub pool: Pool,
     pub runner: PathBuf,
+    pub runsc: PathBuf,
     pub svc: crate::svc::SvcConfig,
     pub egress: bool,
     pub registry: RegistryConfig,
@@ -285,6 +289,7 @@ impl Args {
             run_dir: absolute(&self.run_dir)?,
             pool,
             runner,
+            runsc: absolute(&self.runsc)?,
             svc: crate::svc::SvcConfig {
                 binary: svcprovider,
                 store: match self.svc_store.strip_prefix("sqlite:") {

@@ -32,6 +32,7 @@ mod proxy;
 mod reconcile;
 mod respond;
 mod runtime;
+mod sandbox;
 pub mod seccomp;
 pub mod spec;
 mod status;

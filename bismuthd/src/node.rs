@@ -170,6 +170,8 @@ pub struct Node {
     pub calls: crate::calls::CallLog,
     /// Set with `--otlp-endpoint`: spans of invocations and container starts.
     pub tracer: Option<bismuth_daemon::otel::Tracer>,
+    /// gVisor, prepared at the first sandboxed container.
+    sandbox: std::sync::OnceLock<Result<crate::sandbox::Sandbox, String>>,
     desired: Mutex<Desired>,
     /// The containers: changed under this lock (rarely: a container comes
     /// or goes), then published whole to `published`, which every request
@@ -208,7 +210,20 @@ impl Node {
             desired: Mutex::default(),
             containers: Mutex::default(),
             published: ArcSwap::default(),
+            sandbox: std::sync::OnceLock::new(),
         })
+    }
+
+    /// What sandboxed (`"isolation": "sandbox"`) containers are created
+    /// with; why not when this node cannot run them.
+    pub fn sandbox(&self) -> Result<&crate::sandbox::Sandbox, String> {
+        self.sandbox
+            .get_or_init(|| {
+                crate::sandbox::Sandbox::prepare(&self.cfg.runsc, &self.cfg.run_dir)
+                    .map_err(|e| format!("this node cannot run \"isolation\": \"sandbox\": {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The container `cid`, if this node knows it (no lock: every

@@ -44,13 +44,15 @@ pub struct Runtime {
 
 impl Runtime {
     /// Prepares the container's writable snapshot on the image and records
-    /// the container. A leftover snapshot of the same key is replaced.
+    /// the container, with the runc shim's `options` if given (a sandbox's
+    /// runsc). A leftover snapshot of the same key is replaced.
     pub async fn create_container(
         &self,
         id: &str,
         image: &ResolvedImage,
         spec: &oci_spec::runtime::Spec,
         labels: HashMap<String, String>,
+        options: Option<prost_types::Any>,
     ) -> Result<(), CtdError> {
         // Under a lease: the snapshot is unreferenced until the container exists.
         self.ctd
@@ -71,7 +73,7 @@ impl Runtime {
                     image: image.name.clone(),
                     runtime: Some(CtdRuntime {
                         name: RUNTIME.into(),
-                        options: None,
+                        options,
                     }),
                     spec: Some(prost_types_any(spec)),
                     snapshotter: SNAPSHOTTER.into(),

@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             min_instances: None,
             concurrency: None,
             idle_timeout: None,
+            isolation: None,
             routes: vec![Route {
                 hostname: "bench.test".into(),
             }],

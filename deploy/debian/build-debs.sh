@@ -41,9 +41,10 @@ stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$out"
 
-# pkg NAME DEPENDS DESCRIPTION: turns $stage/NAME into OUT/NAME_VERSION_ARCH.deb.
+# pkg NAME DEPENDS DESCRIPTION [RECOMMENDS]: turns $stage/NAME into
+# OUT/NAME_VERSION_ARCH.deb.
 pkg() {
-  local name="$1" depends="$2" description="$3" dir="$stage/$1"
+  local name="$1" depends="$2" description="$3" recommends="${4:-}" dir="$stage/$1"
   mkdir -p "$dir/DEBIAN" "$dir/usr/share/doc/$name"
   cat >"$dir/usr/share/doc/$name/copyright" <<EOF
 Bismuth, a multi-tenant Function-as-a-Service orchestrator.
@@ -63,6 +64,7 @@ Architecture: $arch
 Maintainer: Bismuth developers <bismuth@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$dir" | cut -f1)
 ${depends:+Depends: $depends
+}${recommends:+Recommends: $recommends
 }Section: net
 Priority: optional
 Homepage: file:///usr/share/doc/bismuth-common/OPERATORS.md
@@ -104,7 +106,7 @@ pkg bismuth-node "bismuth-common (= $version), containerd, runc, nftables, iprou
   "Bismuth FaaS: the node daemon
  bismuthd runs this host's function containers through containerd, each in
  its own network namespace beside its own svcprovider, and reports them to
- ZooKeeper."
+ ZooKeeper. runsc (gVisor) runs functions with \"isolation\": \"sandbox\"." runsc
 
 d="$stage/bismuth-api"
 mkdir -p "$d/DEBIAN"

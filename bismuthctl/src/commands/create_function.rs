@@ -68,6 +68,7 @@ impl Args {
             min_instances: self.min_instances,
             concurrency: self.concurrency,
             idle_timeout: self.idle_timeout,
+            isolation: None,
             routes: self
                 .routes
                 .iter()

@@ -55,6 +55,9 @@ pub async fn run(api: &Server, args: &Args, out: &mut dyn Write) -> anyhow::Resu
             },
         ),
     ];
+    if d.isolation() == bismuth_model::Isolation::Sandbox {
+        fields.push(("isolation", "sandbox (gVisor)".into()));
+    }
     if let Some(repo) = &d.repo {
         fields.push(("repo", format!("{} ({})", repo.url(), repo.branch())));
     }

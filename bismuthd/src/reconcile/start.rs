@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bismuth_containerd::ResolvedImage;
-use bismuth_model::InvokeMode;
+use bismuth_model::{InvokeMode, Isolation};
 use uuid::Uuid;
 
 use super::Error;
@@ -109,9 +109,13 @@ pub async fn start(
         (LABEL_FUNCTION.to_owned(), t.function_id.to_string()),
         (LABEL_SLOT.to_owned(), t.net.subnet.slot.to_string()),
     ]);
+    let options = match t.def.isolation() {
+        Isolation::Container => None,
+        Isolation::Sandbox => Some(node.sandbox().map_err(fail)?.runtime_options()),
+    };
     let checked = began.elapsed();
     node.rt
-        .create_container(&id, image, &spec, labels)
+        .create_container(&id, image, &spec, labels, options)
         .await
         .map_err(|e| fail(e.to_string()))?;
     let created = began.elapsed();

@@ -454,6 +454,7 @@ pub fn busybox(mode: InvokeMode) -> FunctionDefinition {
         min_instances: None,
         concurrency: None,
         idle_timeout: None,
+        isolation: None,
         routes: vec![],
     }
 }

@@ -88,6 +88,7 @@ impl Cluster {
             min_instances: None,
             concurrency: None,
             idle_timeout: None,
+            isolation: None,
             routes: routes
                 .iter()
                 .map(|h| Route {

@@ -51,6 +51,23 @@ pub struct FunctionDefinition {
     /// before it is removed (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<f64>,
+    /// What separates the function's code from the host's kernel:
+    /// `container` (the default: runc, namespaces, seccomp) or `sandbox`
+    /// (gVisor's `runsc`: the code meets a kernel in user space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+}
+
+/// The `isolation` field.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// runc: Linux namespaces, cgroups and a seccomp allowlist.
+    #[default]
+    Container,
+    /// gVisor (`runsc`): system calls served by a user-space kernel.
+    Sandbox,
 }
 
 fn default_max_instances() -> u32 {
@@ -63,6 +80,11 @@ pub const DEFAULT_CONCURRENCY: u32 = 100;
 pub const DEFAULT_IDLE_TIMEOUT_S: f64 = 300.0;
 
 impl FunctionDefinition {
+    /// The isolation asked for (`container` when absent).
+    pub fn isolation(&self) -> Isolation {
+        self.isolation.unwrap_or_default()
+    }
+
     /// The service group this function's data belongs to.
     pub fn service_group(&self, id: FunctionId) -> Uuid {
         self.svc_group_id.unwrap_or(id)
@@ -182,6 +204,25 @@ pub struct SvcQuotas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn isolation_defaults_to_container_and_round_trips() {
+        let base = r#"{"image": "busybox", "cpu": 1, "memory": 8388608, "invoke_mode": {"Executable": ["/bin/cat"]}"#;
+        let plain: FunctionDefinition = serde_json::from_str(&format!("{base}}}")).unwrap();
+        assert_eq!(plain.isolation(), Isolation::Container);
+        assert!(!String::from_utf8(plain.to_json())
+            .unwrap()
+            .contains("isolation"));
+        let sandboxed: FunctionDefinition =
+            serde_json::from_str(&format!(r#"{base}, "isolation": "sandbox"}}"#)).unwrap();
+        assert_eq!(sandboxed.isolation(), Isolation::Sandbox);
+        let back: FunctionDefinition = serde_json::from_slice(&sandboxed.to_json()).unwrap();
+        assert_eq!(back, sandboxed);
+        let e =
+            serde_json::from_str::<FunctionDefinition>(&format!(r#"{base}, "isolation": "vm"}}"#))
+                .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `vm`"), "{e}");
+    }
 
     /// The literal example from DESIGN.md.
     const DESIGN_EXAMPLE: &str = r#"{

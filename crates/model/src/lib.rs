@@ -25,8 +25,8 @@ pub use backend::{pack_backends, unpack_backends, Backend, BackendDecodeError, B
 pub use calls::{CallRecord, Calls};
 pub use container::{ContainerRecord, ContainerReport, ContainerState, RecordDecodeError};
 pub use function::{
-    FunctionDefinition, FunctionId, GitRepo, InvokeMode, Route, SvcQuotas, DEFAULT_CONCURRENCY,
-    DEFAULT_IDLE_TIMEOUT_S,
+    FunctionDefinition, FunctionId, GitRepo, InvokeMode, Isolation, Route, SvcQuotas,
+    DEFAULT_CONCURRENCY, DEFAULT_IDLE_TIMEOUT_S,
 };
 pub use invoke_syntax::{parse_invoke_mode, InvokeSyntaxError};
 pub use load::{FrontendRecord, FunctionLoad, InstanceLoad, Instances, LoadReport, ScaleRecord};

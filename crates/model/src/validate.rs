@@ -194,6 +194,7 @@ mod tests {
             min_instances: None,
             concurrency: None,
             idle_timeout: None,
+            isolation: None,
         }
     }
 
