@@ -1,6 +1,6 @@
 //! The operator's tools against the real system: every api verb of
 //! `bismuthctl` (deploy, describe, invoke, logs, calls, update, redeploy,
-//! top) with its output, its bad-input messages and exit codes, and the
+//! top, delete) with its output, its bad-input messages and exit codes, and the
 //! dashboard at `/ui/` in a real headless Chromium behind the api's token.
 
 #![allow(clippy::unwrap_used)]
@@ -318,6 +318,15 @@ async fn bismuthctl_deploys_invokes_and_reads_through_the_api() {
     let stats: serde_json::Value =
         serde_json::from_str(&ok(&sys, &["top", "--json"]).await).unwrap();
     assert_eq!(stats["functions"][0]["id"], fid);
+
+    // Delete: gone from the api and from the frontend's routes.
+    assert_eq!(
+        ok(&sys, &["delete", &fid]).await,
+        format!("deleted {fid}\n")
+    );
+    fails(&sys, &["describe", &fid], 1, "HTTP 404").await;
+    fails(&sys, &["rm", &fid], 1, "HTTP 404").await;
+    assert_eq!(function_count(&sys).await, 0);
 }
 
 /// `n` invocations through bismuthctl.

@@ -1,6 +1,6 @@
 //! The subcommands, one file each. Every command validates its input in
 //! [`Command::validate`] before any network call. The api verbs (deploy,
-//! update, redeploy, invoke, logs, calls, describe, top) speak HTTP to the
+//! update, redeploy, invoke, logs, calls, describe, top, delete) speak HTTP to the
 //! api and the frontend; the others are ZooKeeper-level (bootstrap and
 //! repair) or local (image).
 
@@ -9,6 +9,7 @@ mod bootstrap;
 mod calls;
 mod consistency;
 mod create_function;
+mod delete;
 mod delete_function;
 pub(crate) mod deploy;
 mod deprovision;
@@ -51,6 +52,9 @@ pub enum Command {
     Describe(describe::Args),
     /// Functions and nodes with live rates, latencies and instances
     Top(top::Args),
+    /// Delete a function (its routes and containers) through the api
+    #[command(alias = "rm")]
+    Delete(delete::Args),
     /// Create the environment's top-level znodes (safe to run again)
     Bootstrap,
     /// Register a node (bismuthd host) as schedulable
@@ -104,6 +108,7 @@ impl Command {
                 | Command::Calls(_)
                 | Command::Describe(_)
                 | Command::Top(_)
+                | Command::Delete(_)
         )
     }
 
@@ -119,6 +124,7 @@ impl Command {
             Command::Calls(args) => calls::run(&api()?, args, out).await,
             Command::Describe(args) => describe::run(&api()?, args, out).await,
             Command::Top(args) => top::run(&api()?, args, out).await,
+            Command::Delete(args) => delete::run(&api()?, args, out).await,
             other => Err(misrouted(other)),
         }
     }
