@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
         let cap = serde_json::to_vec(&NodeCapacity {
             cpu: 10_000.0,
             memory: 1 << 50,
+            sandbox: false,
         })?;
         zk.create_ephemeral(&paths::node_alive(ip), &cap).await?;
     }

@@ -107,10 +107,7 @@ pub async fn read_nodes(zk: &Zk) -> Result<Vec<NodeView>, ZkError> {
             continue;
         };
         let alive = &node_data[2 * i + 1];
-        let mut used = NodeCapacity {
-            cpu: 0.0,
-            memory: 0,
-        };
+        let mut used = NodeCapacity::default();
         let mut functions: HashMap<FunctionId, usize> = HashMap::new();
         for f in owners.get(ip).into_iter().flatten() {
             *functions.entry(*f).or_default() += 1;
@@ -140,13 +137,18 @@ pub async fn read_nodes(zk: &Zk) -> Result<Vec<NodeView>, ZkError> {
     Ok(out)
 }
 
-/// The nodes that may take new instances of `function`, with their free room.
-pub fn candidates(nodes: &[NodeView], function: FunctionId) -> Vec<Candidate> {
+/// The nodes that may take new instances of `function` (with `isolation`),
+/// with their free room.
+pub fn candidates(
+    nodes: &[NodeView],
+    function: FunctionId,
+    isolation: bismuth_model::Isolation,
+) -> Vec<Candidate> {
     nodes
         .iter()
         .filter(|n| n.state == "enabled" && n.alive)
         .filter_map(|n| {
-            let cap = n.capacity?;
+            let cap = n.capacity.filter(|c| c.runs(isolation))?;
             Some(Candidate {
                 ip: n.ip,
                 free_cpu: cap.cpu - n.used.cpu,

@@ -34,8 +34,13 @@ async fn plan_instances(
 ) -> Result<Vec<Backend>, ApiError> {
     let nodes = read_nodes(zk).await?;
     beyond_the_fleet(&nodes, def, def.max_instances as usize)?;
-    let ips = place(candidates(&nodes, function), def.cpu, def.memory, count)
-        .map_err(ApiError::NoRoom)?;
+    let ips = place(
+        candidates(&nodes, function, def.isolation()),
+        def.cpu,
+        def.memory,
+        count,
+    )
+    .map_err(ApiError::NoRoom)?;
     let mut bumped = HashSet::new();
     let mut added = Vec::with_capacity(ips.len());
     for ip in ips {
@@ -81,6 +86,18 @@ fn beyond_the_fleet(
             },
         ]))
     };
+    let offered: Vec<bismuth_model::NodeCapacity> = offered
+        .into_iter()
+        .filter(|c| c.runs(def.isolation()))
+        .collect();
+    if offered.is_empty() {
+        return Err(field(
+            "isolation",
+            "\"sandbox\" needs a node with gVisor (runsc), and no alive node has it \
+             (apt-get install runsc on a node, then restart its bismuthd)"
+                .into(),
+        ));
+    }
     let max_memory = offered.iter().map(|c| c.memory).max().unwrap_or(0);
     if def.memory > max_memory {
         return Err(field(

@@ -1101,3 +1101,55 @@ async fn stats_list_functions_and_nodes_and_the_dashboard_signs_in_with_the_toke
         + include_str!("../ui/app.css").len();
     assert!(size < 100 << 10, "{size} bytes");
 }
+
+#[tokio::test]
+async fn sandboxed_functions_go_only_to_nodes_with_gvisor() {
+    let c = Cluster::start().await;
+    c.node(A, 4.0, 8 * GIB).await;
+    let sandboxed = def(&[], 1).replace(
+        "\"max_instances\"",
+        "\"isolation\": \"sandbox\", \"max_instances\"",
+    );
+    // No node has gVisor: refused, naming the field, nothing written.
+    let r = c.call(Method::POST, "/function", sandboxed.clone()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(
+        r.error().contains("isolation") && r.error().contains("runsc"),
+        "{}",
+        r.error()
+    );
+    assert_eq!(
+        c.call(Method::GET, "/function", "").await.json(),
+        serde_json::json!([])
+    );
+    // A node announcing it takes every sandboxed instance; others still go anywhere.
+    c.announce(
+        B,
+        bismuth_model::NodeCapacity {
+            cpu: 4.0,
+            memory: 8 * GIB,
+            sandbox: true,
+        },
+    )
+    .await;
+    let nodes = c.call(Method::GET, "/node", "").await.json();
+    let b = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["ip"] == B.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(b["capacity"]["sandbox"], true, "{b}");
+    for _ in 0..3 {
+        let r = c.call(Method::POST, "/function", sandboxed.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let f = c
+            .call(Method::GET, &format!("/function/{id}"), "")
+            .await
+            .json();
+        assert_eq!(f["definition"]["isolation"], "sandbox");
+        assert_eq!(f["backends"][0]["backend"]["ip"], B.to_string(), "{f}");
+    }
+}

@@ -306,7 +306,11 @@ impl Args {
             exec_timeout: Duration::from_millis(self.exec_timeout_ms),
             pids_limit: self.pids_limit,
             log_max_bytes: self.log_max_bytes,
-            capacity: NodeCapacity { cpu, memory },
+            capacity: NodeCapacity {
+                cpu,
+                memory,
+                sandbox: self.runsc.is_file(),
+            },
             restart_backoff: Duration::from_millis(self.restart_backoff_ms),
             restart_backoff_max: Duration::from_millis(self.restart_backoff_max_ms),
             stop_grace: Duration::from_millis(self.stop_grace_ms),

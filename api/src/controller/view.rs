@@ -428,11 +428,17 @@ impl View {
                 u.2 += 1;
             }
         }
+        let isolation = self
+            .functions
+            .get(&function)
+            .and_then(|f| f.def.as_ref())
+            .map(|d| d.value.isolation())
+            .unwrap_or_default();
         self.nodes
             .iter()
             .filter(|(ip, n)| n.enabled && !n.evacuate && !avoid.contains(ip))
             .filter_map(|(ip, n)| {
-                let cap = n.capacity?;
+                let cap = n.capacity.filter(|c| c.runs(isolation))?;
                 let (cpu, memory, instances) = used.get(ip).copied().unwrap_or_default();
                 Some(Candidate {
                     ip: *ip,

@@ -86,8 +86,21 @@ impl Cluster {
 
     /// Provisions a node and announces it alive with a capacity, as bismuthd will.
     pub async fn node(&self, ip: Ipv4Addr, cpu: f64, memory: u64) {
+        self.announce(
+            ip,
+            NodeCapacity {
+                cpu,
+                memory,
+                sandbox: false,
+            },
+        )
+        .await;
+    }
+
+    /// Provisions a node and announces `cap`.
+    pub async fn announce(&self, ip: Ipv4Addr, cap: NodeCapacity) {
         nodes::provision(&self.zk, ip).await.unwrap();
-        let cap = serde_json::to_vec(&NodeCapacity { cpu, memory }).unwrap();
+        let cap = serde_json::to_vec(&cap).unwrap();
         self.zk
             .create_ephemeral(&paths::node_alive(ip), &cap)
             .await

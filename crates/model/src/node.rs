@@ -6,12 +6,23 @@ use serde::{Deserialize, Serialize};
 
 /// What a node offers to functions, announced by its bismuthd in `/node/{ip}/alive`.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeCapacity {
     /// Cores available to functions.
     pub cpu: f64,
     /// Bytes of memory available to functions.
     pub memory: u64,
+    /// Whether it can run `"isolation": "sandbox"` (gVisor is installed).
+    /// Absent from older bismuthds' announcements: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandbox: bool,
+}
+
+impl NodeCapacity {
+    /// Whether a function with `isolation` may be placed here.
+    pub fn runs(&self, isolation: crate::Isolation) -> bool {
+        isolation != crate::Isolation::Sandbox || self.sandbox
+    }
 }
 
 /// Whether the api may place new containers on a node.
