@@ -475,14 +475,20 @@ impl Drop for System {
         // namespaces; the veths go with the namespaces, and the test kit's
         // containerd (dropped next) kills the containers.
         bismuth_testkit::kill_processes_mentioning(self.dir.path());
-        let instance = self.instance();
-        let _ = Command::new("nft")
-            .args(["delete", "table", "inet", &format!("bismuth_{instance}")])
-            .stderr(Stdio::null())
-            .status();
-        for ns in bismuthd::net::our_namespaces(&instance) {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
+        remove_host_objects(&self.instance());
+    }
+}
+
+/// What a killed bismuthd `instance` leaves on the host beyond containerd:
+/// its firewall table and its containers' network namespaces (their veths
+/// go with them).
+pub fn remove_host_objects(instance: &str) {
+    let _ = Command::new("nft")
+        .args(["delete", "table", "inet", &format!("bismuth_{instance}")])
+        .stderr(Stdio::null())
+        .status();
+    for ns in bismuthd::net::our_namespaces(instance) {
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     }
 }
 

@@ -299,13 +299,7 @@ async fn packages_install_verify_and_serve_a_function() {
     let instance = bismuthd::config::instance_id(&containerd.socket(), "bismuth");
     guard.cleanup.push(Box::new(move || {
         bismuth_testkit::kill_processes_mentioning(Path::new("/usr/lib/bismuth/svcprovider"));
-        let _ = Command::new("nft")
-            .args(["delete", "table", "inet", &format!("bismuth_{instance}")])
-            .stderr(Stdio::null())
-            .status();
-        for ns in bismuthd::net::our_namespaces(&instance) {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
+        bismuth_e2e::remove_host_objects(&instance);
     }));
 
     // The installed CLI sets up the environment (reading the same files).
