@@ -192,22 +192,39 @@ pub async fn sources(zk: &Zk, view: &SharedView, bismuthd_port: u16) -> Result<S
 
 /// One source's report, `None` if it does not answer in time.
 async fn ask(http: &Client<HttpConnector, Empty<Bytes>>, addr: String) -> Option<LoadReport> {
-    let uri: http::Uri = format!("http://{addr}/load").parse().ok()?;
-    let fetch = async {
-        let resp = http.get(uri).await.ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        let body = resp.into_body().collect().await.ok()?.to_bytes();
-        serde_json::from_slice::<LoadReport>(&body).ok()
-    };
-    match tokio::time::timeout(ASK_TIMEOUT, fetch).await {
-        Ok(r) => r,
-        Err(_) => {
+    match get_within(http, &addr, "/load", ASK_TIMEOUT).await {
+        Ok(body) => serde_json::from_slice::<LoadReport>(&body?).ok(),
+        Err(Elapsed) => {
             warn!(source = addr, "no load report within {ASK_TIMEOUT:?}");
             None
         }
     }
+}
+
+/// The answer did not come in time.
+#[derive(Debug)]
+pub struct Elapsed;
+
+/// `GET http://{addr}{path}`'s body within `timeout`; `Ok(None)` when it
+/// cannot be reached or does not answer 2xx. Load reports and the
+/// dashboard's scrapes of `/metrics` both read the daemons this way.
+pub async fn get_within(
+    http: &Client<HttpConnector, Empty<Bytes>>,
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<Option<Bytes>, Elapsed> {
+    let fetch = async {
+        let uri: http::Uri = format!("http://{addr}{path}").parse().ok()?;
+        let resp = http.get(uri).await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        Some(resp.into_body().collect().await.ok()?.to_bytes())
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| Elapsed)
 }
 
 /// Per function, what one tick saw.

@@ -22,8 +22,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bismuth_model::{ContainerState, FunctionId};
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use serde::Serialize;
 use tracing::debug;
 
@@ -147,6 +145,8 @@ pub struct NodeStats {
 pub struct History {
     pub id: FunctionId,
     pub interval_s: f64,
+    /// Its figures now, as in [`Summary`].
+    pub now: Option<FunctionStats>,
     /// Oldest first; at most ten minutes.
     pub points: Vec<Point>,
 }
@@ -175,58 +175,30 @@ impl Stats {
     /// The summary over the view's functions and `nodes`.
     pub fn summary(&self, view: &View, nodes: Vec<crate::cluster::NodeView>) -> Summary {
         let state = self.lock();
-        let (older, newer) = (state.recent.front(), state.recent.back());
-        let window_s = match (older, newer) {
-            (Some(o), Some(n)) => n.at.duration_since(o.at).as_secs_f64(),
-            _ => 0.0,
-        };
+        let window = state.window();
         let mut functions: Vec<FunctionStats> = view
             .functions
-            .iter()
-            .filter_map(|(id, f)| {
-                let def = &f.def.as_ref()?.value;
-                let inst = instances(view, *id);
-                let total = state.totals.get(id);
-                let change = match (older, newer) {
-                    (Some(o), Some(n)) if window_s > 0.0 => {
-                        n.functions.get(id).map(|c| c.minus(o.functions.get(id)))
-                    }
-                    _ => None,
-                };
-                Some(FunctionStats {
-                    id: *id,
-                    image: def.image.clone(),
-                    routes: def.hostnames().collect(),
-                    status: inst.status(),
-                    reason: inst.reason,
-                    desired: inst.desired,
-                    running: inst.running,
-                    figures: change.map_or_else(Figures::default, |c| Figures::of(&c, window_s)),
-                    in_flight: total.map_or(0, |t| t.in_flight),
-                    requests: total.map_or(0, |t| t.requests),
-                    cold_starts: total.map_or(0, |t| t.cold),
-                })
-            })
+            .keys()
+            .filter_map(|id| state.function(view, *id, window))
             .collect();
         functions.sort_by_key(|f| f.id);
         let nodes = nodes
             .into_iter()
             .map(|node| {
-                let ip = node.ip;
-                let rate = match (older, newer) {
-                    (Some(o), Some(n)) if window_s > 0.0 => {
-                        let now = n.nodes.get(&ip).copied().unwrap_or(0);
-                        let then = o.nodes.get(&ip).copied().unwrap_or(0);
-                        now.saturating_sub(then) as f64 / window_s
+                let rate = match window {
+                    Some((o, n, seconds)) => {
+                        let now = n.nodes.get(&node.ip).copied().unwrap_or(0);
+                        let then = o.nodes.get(&node.ip).copied().unwrap_or(0);
+                        now.saturating_sub(then) as f64 / seconds
                     }
-                    _ => 0.0,
+                    None => 0.0,
                 };
                 NodeStats { node, rate }
             })
             .collect();
         Summary {
             interval_s: INTERVAL.as_secs_f64(),
-            window_s,
+            window_s: window.map_or(0.0, |w| w.2),
             since: state
                 .since
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
@@ -238,13 +210,14 @@ impl Stats {
         }
     }
 
-    /// One function's points.
-    pub fn history(&self, id: FunctionId) -> History {
+    /// One function's figures now and its points.
+    pub fn history(&self, view: &View, id: FunctionId) -> History {
+        let state = self.lock();
         History {
             id,
             interval_s: INTERVAL.as_secs_f64(),
-            points: self
-                .lock()
+            now: state.function(view, id, state.window()),
+            points: state
                 .history
                 .get(&id)
                 .map(|h| h.iter().copied().collect())
@@ -299,48 +272,97 @@ impl Stats {
         state.totals.retain(|f, _| view.functions.contains_key(f));
 
         let now = Instant::now();
-        let last = state.recent.back().map(|s| (s.at, s.functions.clone()));
-        state.recent.push_back(Snapshot {
-            at: now,
-            functions: state.totals.clone(),
-            nodes: state.node_totals.clone(),
-        });
-        while state.recent.len() > WINDOW + 1 {
-            state.recent.pop_front();
-        }
-        let Some((then, before)) = last else {
-            return; // the first sample is only a baseline
-        };
-        let seconds = now.duration_since(then).as_secs_f64();
         let t = unix_ms(SystemTime::now());
-        for (id, f) in &view.functions {
-            if f.def.is_none() {
-                continue;
-            }
-            let inst = instances(view, *id);
-            let change = state.totals.get(id).map(|c| c.minus(before.get(id)));
-            let active = change
-                .as_ref()
-                .is_some_and(|c| c.requests > 0 || c.cold > 0);
-            let history = state.history.entry(*id).or_default();
-            if !active && inst.desired == 0 && inst.running == 0 && history.is_empty() {
-                continue;
-            }
-            history.push_back(Point {
-                t,
-                figures: change.map_or_else(Figures::default, |c| Figures::of(&c, seconds)),
-                desired: inst.desired,
-                running: inst.running,
-            });
-            while history.len() > KEEP {
-                history.pop_front();
+        let State {
+            recent,
+            history,
+            totals,
+            node_totals,
+            ..
+        } = state;
+        // Each function's point for the interval since the last sample
+        // (the first sample is only a baseline).
+        if let Some(before) = recent.back() {
+            let seconds = now.duration_since(before.at).as_secs_f64();
+            for (id, f) in &view.functions {
+                if f.def.is_none() {
+                    continue;
+                }
+                let inst = instances(view, *id);
+                let change = totals.get(id).map(|c| c.minus(before.functions.get(id)));
+                let active = change
+                    .as_ref()
+                    .is_some_and(|c| c.requests > 0 || c.cold > 0);
+                let points = history.entry(*id).or_default();
+                if !active && inst.desired == 0 && inst.running == 0 && points.is_empty() {
+                    continue;
+                }
+                points.push_back(Point {
+                    t,
+                    figures: change.map_or_else(Figures::default, |c| Figures::of(&c, seconds)),
+                    desired: inst.desired,
+                    running: inst.running,
+                });
+                while points.len() > KEEP {
+                    points.pop_front();
+                }
             }
         }
-        state.history.retain(|f, _| view.functions.contains_key(f));
+        recent.push_back(Snapshot {
+            at: now,
+            functions: totals.clone(),
+            nodes: node_totals.clone(),
+        });
+        while recent.len() > WINDOW + 1 {
+            recent.pop_front();
+        }
+        history.retain(|f, _| view.functions.contains_key(f));
     }
 
     fn reset(&self) {
         *self.lock() = State::default();
+    }
+}
+
+impl State {
+    /// The oldest and newest of the recent samples and the seconds between
+    /// them, once there are two.
+    fn window(&self) -> Option<(&Snapshot, &Snapshot, f64)> {
+        let (o, n) = (self.recent.front()?, self.recent.back()?);
+        let seconds = n.at.duration_since(o.at).as_secs_f64();
+        (seconds > 0.0).then_some((o, n, seconds))
+    }
+
+    /// A function's figures over `window`; `None` if the view has no
+    /// definition for it.
+    fn function(
+        &self,
+        view: &View,
+        id: FunctionId,
+        window: Option<(&Snapshot, &Snapshot, f64)>,
+    ) -> Option<FunctionStats> {
+        let def = &view.functions.get(&id)?.def.as_ref()?.value;
+        let inst = instances(view, id);
+        let total = self.totals.get(&id);
+        let figures = window
+            .and_then(|(o, n, seconds)| {
+                let change = n.functions.get(&id)?.minus(o.functions.get(&id));
+                Some(Figures::of(&change, seconds))
+            })
+            .unwrap_or_default();
+        Some(FunctionStats {
+            id,
+            image: def.image.clone(),
+            routes: def.hostnames().collect(),
+            status: inst.status(),
+            reason: inst.reason,
+            desired: inst.desired,
+            running: inst.running,
+            figures,
+            in_flight: total.map_or(0, |t| t.in_flight),
+            requests: total.map_or(0, |t| t.requests),
+            cold_starts: total.map_or(0, |t| t.cold),
+        })
     }
 }
 
@@ -469,19 +491,10 @@ async fn sample(app: &AppState) -> Result<(), crate::error::ApiError> {
 
 /// `GET http://{addr}/metrics`, `None` if it does not answer in time.
 async fn scrape(app: &AppState, addr: &str) -> Option<String> {
-    let uri: http::Uri = format!("http://{addr}/metrics").parse().ok()?;
-    let fetch = async {
-        let resp = app.http().get(uri).await.ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        let body: Bytes = resp.into_body().collect().await.ok()?.to_bytes();
-        String::from_utf8(body.into()).ok()
-    };
-    tokio::time::timeout(SCRAPE_TIMEOUT, fetch)
+    let body = crate::controller::load::get_within(app.http(), addr, "/metrics", SCRAPE_TIMEOUT)
         .await
-        .ok()
-        .flatten()
+        .ok()??;
+    String::from_utf8(body.into()).ok()
 }
 
 fn function_of(s: &prom::Sample<'_>) -> Option<FunctionId> {
@@ -608,7 +621,7 @@ mod tests {
         );
         assert!(f.figures.rate > 0.0);
         assert!((f.figures.error_ratio - 0.1).abs() < 1e-9);
-        let h = stats.history(id);
+        let h = stats.history(&view, id);
         assert_eq!(h.points.len(), 1);
         assert_eq!(h.points[0].desired, 1);
         // The frontend restarted: counting from zero, nothing lost.
