@@ -82,10 +82,10 @@ function table(head, rows, numeric) {
 // ---- one function ---------------------------------------------------------
 
 async function functionView(id, first) {
-  const [f, hist, calls, s] = await Promise.all([
-    api("/function/" + id), api("/stats/function/" + id), api("/function/" + id + "/calls?limit=15"), api("/stats")]);
-  setUpdated(s);
-  const me = s.functions.find((x) => x.id === id) || {};
+  const [f, hist, calls] = await Promise.all([
+    api("/function/" + id), api("/stats/function/" + id), api("/function/" + id + "/calls?limit=15")]);
+  setUpdated(null);
+  const me = hist.now || {};
   if (first) {
     main.replaceChildren(
       el("h1", {}, el("a", { href: "#/", text: "Functions" }), " / " + ((f.definition.routes[0] || {}).hostname || id)),

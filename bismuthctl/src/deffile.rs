@@ -43,11 +43,8 @@ fn from_json(name: &str, text: &str) -> Result<FunctionDefinition, UsageError> {
     let def = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let field = field(e.path());
         let inner = e.into_inner();
-        // serde_json appends " at line L column C"; put the place first.
         let message = inner.to_string();
-        let message = message
-            .rsplit_once(" at line ")
-            .map_or(message.as_str(), |(m, _)| m);
+        let message = without_place(&message);
         UsageError(format!(
             "{name}:{}:{}: {field}{message}",
             inner.line(),
@@ -79,10 +76,7 @@ fn from_yaml(name: &str, text: &str) -> Result<FunctionDefinition, UsageError> {
                 .location()
                 .map_or(String::new(), |l| format!("{}:{}:", l.line(), l.column()));
             let message = inner.to_string();
-            // serde_yaml_ng appends " at line L column C" too.
-            let message = message
-                .rsplit_once(" at line ")
-                .map_or(message.as_str(), |(m, _)| m);
+            let message = without_place(&message);
             // It may name the field itself; then say it once.
             let named = message
                 .split_once(": ")
@@ -91,6 +85,12 @@ fn from_yaml(name: &str, text: &str) -> Result<FunctionDefinition, UsageError> {
             UsageError(format!("{name}:{place} {field}{message}"))
         },
     )
+}
+
+/// A parser's message without the " at line L column C" both serde_json
+/// and serde_yaml_ng append (the place is put first instead).
+fn without_place(message: &str) -> &str {
+    message.rsplit_once(" at line ").map_or(message, |(m, _)| m)
 }
 
 /// `field: ` for a path inside the definition, nothing at its top.

@@ -26,9 +26,10 @@ pub async fn function(
 ) -> Result<Json<History>, ApiError> {
     let id = function_id(&id)?;
     state.zk()?;
-    if !state.view().lock().functions.contains_key(&id) {
+    let view = state.view().lock();
+    if !view.functions.contains_key(&id) {
         return Err(ApiError::FunctionNotFound(id.to_string()));
     }
     state.stats().touch(&state);
-    Ok(Json(state.stats().history(id)))
+    Ok(Json(state.stats().history(&view, id)))
 }
