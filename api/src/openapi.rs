@@ -57,7 +57,7 @@ pub const PATHS: &[Operation] = &[
     Operation { method: "post", path: "/node/{ip}/undrain", summary: "The node takes new containers again; an evacuation ends", request: None, response: None },
     Operation { method: "get", path: "/controller", summary: "Which api process runs the controller, and whether it is this one", request: None, response: None },
     Operation { method: "get", path: "/stats", summary: "Live figures per function (status, instances, request rate, error ratio, p50/p99 ms, cold starts) and per node (liveness, capacity, use, rate), read from the daemons' /metrics every 2 s while asked; rates over the last 10 s", request: None, response: Some("Stats") },
-    Operation { method: "get", path: "/stats/function/{id}", summary: "A function's points over the last ten minutes (rate, error ratio, p50/p99, cold, desired and running instances), for charts", request: None, response: Some("StatsHistory") },
+    Operation { method: "get", path: "/stats/function/{id}", summary: "A function's figures now (as in /stats) and its points over the last ten minutes (rate, error ratio, p50/p99, cold, desired and running instances), for charts", request: None, response: Some("StatsHistory") },
     Operation { method: "get", path: "/ui/", summary: "The web dashboard (HTML; /ui/login signs a browser in with the token)", request: None, response: None },
     Operation { method: "get", path: "/openapi.json", summary: "This document", request: None, response: None },
 ];
