@@ -26,9 +26,9 @@ pub struct AppState {
 struct Inner {
     config: Config,
     zk: OnceLock<Zk>,
-    /// Whether the session is connected, refreshed every 200 ms: requests
-    /// answer 503 at once while ZooKeeper is away instead of waiting out
-    /// the client's timeouts.
+    /// Whether the session is connected, updated as the client's state
+    /// changes: requests answer 503 at once while ZooKeeper is away instead
+    /// of waiting out the client's timeouts.
     connected: std::sync::atomic::AtomicBool,
     http: Client<HttpConnector, Empty<Bytes>>,
     /// Opened once (at start-up, or at the first secret write if the store
@@ -78,24 +78,22 @@ impl AppState {
         }
     }
 
-    /// Installs the ZooKeeper handle.
-    /// Installs the ZooKeeper handle and starts watching its connection.
+    /// Installs the ZooKeeper handle and follows its connection, so requests
+    /// answer 503 at once while ZooKeeper is away.
     pub fn set_zk(&self, zk: Zk) {
         use std::sync::atomic::Ordering;
         self.inner.connected.store(true, Ordering::Relaxed);
         let _ = self.inner.zk.set(zk.clone());
         let inner = std::sync::Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                let Some(inner) = inner.upgrade() else { return };
-                let up = zk.is_connected().await;
+            zk.follow_connection(|up| {
+                let Some(inner) = inner.upgrade() else {
+                    return false;
+                };
                 inner.connected.store(up, Ordering::Relaxed);
-                if !up {
-                    // An ended session is only replaced on use: use it.
-                    let _ = zk.exists("/").await;
-                }
-            }
+                true
+            })
+            .await;
         });
     }
 

@@ -899,8 +899,10 @@ async fn edges_are_clear_errors_and_write_nothing() {
         let r = c.call(Method::GET, path, "").await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(r.error().contains("ZooKeeper"), "{}", r.error());
+        // Not a speed figure: a request that waited on the gone server
+        // would take the session timeout (about 14 s).
         assert!(
-            t.elapsed() < Duration::from_secs(1),
+            t.elapsed() < Duration::from_secs(5),
             "{path}: {:?}",
             t.elapsed()
         );

@@ -166,6 +166,45 @@ impl Zk {
         )
     }
 
+    /// Tells `report` whether the session is connected each time the
+    /// connection's state changes, as the client sees it (so a server that
+    /// goes away is known before the next request waits on it), and at least
+    /// every second; an ended session is replaced and followed in turn.
+    /// Returns when `report` returns `false`.
+    pub async fn follow_connection(&self, mut report: impl FnMut(bool) -> bool) {
+        const TICK: Duration = Duration::from_secs(1);
+        loop {
+            let client = match self.client().await {
+                Ok(client) => client,
+                Err(e) => {
+                    debug!(error = %e, "no ZooKeeper session");
+                    if !report(false) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let mut watcher = client.state_watcher();
+            let mut state = watcher.state();
+            loop {
+                let up = matches!(
+                    state,
+                    zkc::SessionState::SyncConnected | zkc::SessionState::ConnectedReadOnly
+                );
+                if !report(up) {
+                    return;
+                }
+                if is_terminal(state) {
+                    break;
+                }
+                if let Ok(next) = tokio::time::timeout(TICK, watcher.changed()).await {
+                    state = next;
+                }
+            }
+        }
+    }
+
     /// Whether `path` is an ephemeral znode held by this handle's current
     /// session (`false` if it does not exist or another session holds it).
     pub async fn holds(&self, path: &str) -> Result<bool, ZkError> {
