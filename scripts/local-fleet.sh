@@ -114,6 +114,7 @@ CFG
       --zookeeper "$FLEET_ZK_HOSTS" --zookeeper-env "$ENV_NAME" \
       "${FLEET_BISMUTHD_ARGS[@]}" --node-ip "$ip" --listen "$ip:8001" --containerd "$sock" \
       --state-dir "$dir/bismuthd" --run-dir "$dir/run" --container-net "10.211.$i.0/24" \
+      --uid-base "$(( (1 << 30) + i * (64 << 16) ))" \
       >>"$LOGS/bismuthd-h$i.log" 2>&1 &
     echo $! >"$dir/bismuthd.pid"
     for _ in $(seq 1 100); do timeout 1 bash -c "exec 3<>/dev/tcp/$ip/8001" 2>/dev/null && break; sleep 0.1; done

@@ -85,6 +85,16 @@ pub struct Args {
     /// stays (at least 65536)
     #[arg(long, default_value_t = 10 << 20)]
     pub log_max_bytes: u64,
+    /// First host uid (and gid) of containers' user namespaces: a container
+    /// on network slot N has host ids uid-base + N × 65536 onwards, its
+    /// uid 0–65535 mapped to them
+    #[arg(long, default_value_t = 1 << 30)]
+    pub uid_base: u32,
+    /// Bytes a container may write to its filesystem (`/`, `/repo`): its
+    /// writable layer is a tmpfs of this size, charged to its memory limit,
+    /// emptied at each start (at least 1 MiB)
+    #[arg(long, default_value_t = 512 << 20)]
+    pub writable_max_bytes: u64,
     /// Cores offered to functions [default: all]
     #[arg(long)]
     pub cpu: Option<f64>,
@@ -162,6 +172,8 @@ pub struct Config {
     pub exec_timeout: Duration,
     pub pids_limit: u32,
     pub log_max_bytes: u64,
+    pub uid_base: u32,
+    pub writable_max_bytes: u64,
     pub capacity: NodeCapacity,
     pub restart_backoff: Duration,
     pub restart_backoff_max: Duration,
@@ -207,6 +219,11 @@ impl Args {
         );
         let pool = Pool::parse(&self.container_net)
             .map_err(|e| anyhow::anyhow!("--container-net {}: {e}", self.container_net))?;
+        crate::userns::check_range(self.uid_base, pool.capacity()).map_err(anyhow::Error::msg)?;
+        ensure!(
+            self.writable_max_bytes >= 1 << 20,
+            "--writable-max-bytes must be at least 1048576 (1 MiB)"
+        );
 
         // Paths end up as bind-mount sources and in child processes' argv,
         // which resolve relative paths against other directories: make them
@@ -306,6 +323,8 @@ impl Args {
             exec_timeout: Duration::from_millis(self.exec_timeout_ms),
             pids_limit: self.pids_limit,
             log_max_bytes: self.log_max_bytes,
+            uid_base: self.uid_base,
+            writable_max_bytes: self.writable_max_bytes,
             capacity: NodeCapacity {
                 cpu,
                 memory,

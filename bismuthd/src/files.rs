@@ -1,10 +1,13 @@
 //! A container's files on the host: `{state}/containers/{cid}/` holds its
-//! log, the `/etc` files bound into it and its repository clone;
-//! `{run}/containers/{cid}/` (root's) holds its svcprovider's state, and its
-//! `runner/` subdirectory is the only one shared with the container (the
-//! runner's socket, bound at `/.bismuth/run`). Everything the container can
-//! write is treated as hostile: the socket is opened without following
-//! links and must be a socket ([`connect_runner`]).
+//! log, the `/etc` files bound into it and its repository clone (in
+//! `layer/repo`, a read-only layer of its root filesystem);
+//! `{run}/containers/{cid}/` (root's, not listable) holds its svcprovider's
+//! state, its writable layer (`writable/`, see `rootfs`), and its `runner/`
+//! subdirectory, the only one shared with the container (the runner's
+//! socket, bound at `/.bismuth/run`). Everything the container can write is
+//! treated as hostile: the socket is opened without following links and
+//! must be a socket ([`connect_runner`]). What the container must own is
+//! owned by its user namespace's ids ([`IdMap`]).
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -17,6 +20,7 @@ use tokio::process::Command;
 use uuid::Uuid;
 
 use crate::spec::{GID, UID};
+use crate::userns::IdMap;
 
 /// How long a repository clone may take.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -44,8 +48,19 @@ impl Files {
         self.root.join("etc")
     }
 
+    /// The repository's layer of the root filesystem: `repo/` in it is
+    /// the clone, `/repo` inside.
+    pub fn layer(&self) -> PathBuf {
+        self.root.join("layer")
+    }
+
     pub fn repo(&self) -> PathBuf {
-        self.root.join("repo")
+        self.layer().join("repo")
+    }
+
+    /// Where the container's writable layer (a tmpfs) is mounted.
+    pub fn writable(&self) -> PathBuf {
+        self.run.join("writable")
     }
 
     /// The directory shared with the container for the runner's socket.
@@ -72,14 +87,20 @@ impl Files {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(self.etc())?;
         std::fs::create_dir_all(&self.run)?;
-        std::fs::set_permissions(&self.run, std::fs::Permissions::from_mode(0o700))?;
+        // Searchable, so the container's runtime (as the container's root)
+        // reaches the runner directory; not listable.
+        std::fs::set_permissions(&self.run, std::fs::Permissions::from_mode(0o711))?;
         std::fs::create_dir_all(self.runner_dir())?;
-        std::os::unix::fs::chown(self.runner_dir(), Some(UID), Some(GID))?;
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log())?;
         Ok(())
+    }
+
+    /// Gives the runner directory to the container's user.
+    pub fn own(&self, ids: IdMap) -> std::io::Result<()> {
+        std::os::unix::fs::chown(self.runner_dir(), Some(ids.host(UID)), Some(ids.host(GID)))
     }
 
     /// Writes `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`.
@@ -104,7 +125,7 @@ impl Files {
 
     /// Clones `repo` into the repository directory (shallow, one branch),
     /// owned by the function's user. A clone left by an earlier start is reused.
-    pub async fn clone_repo(&self, repo: &GitRepo) -> Result<(), String> {
+    pub async fn clone_repo(&self, repo: &GitRepo, ids: IdMap) -> Result<(), String> {
         let dest = self.repo();
         if dest.join(".git").is_dir() {
             return Ok(());
@@ -142,7 +163,8 @@ impl Files {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        chown_tree(&dest).map_err(|e| format!("chown of the clone failed: {e}"))
+        chown_tree(&dest, ids.host(UID), ids.host(GID))
+            .map_err(|e| format!("chown of the clone failed: {e}"))
     }
 
     /// Appends a line from bismuthd to the container's log.
@@ -157,8 +179,9 @@ impl Files {
         }
     }
 
-    /// Removes everything.
+    /// Removes everything (the writable layer unmounted first).
     pub fn remove(&self) {
+        crate::rootfs::unmount(self);
         let _ = std::fs::remove_dir_all(&self.root);
         let _ = std::fs::remove_dir_all(&self.run);
     }
@@ -211,11 +234,11 @@ fn resolv_conf() -> String {
     out
 }
 
-fn chown_tree(path: &Path) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(UID), Some(GID))?;
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     if std::fs::symlink_metadata(path)?.is_dir() {
         for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path())?;
+            chown_tree(&entry?.path(), uid, gid)?;
         }
     }
     Ok(())

@@ -31,12 +31,14 @@ mod node;
 mod proxy;
 mod reconcile;
 mod respond;
+mod rootfs;
 mod runtime;
 mod sandbox;
 pub mod seccomp;
 pub mod spec;
 mod status;
 mod svc;
+pub mod userns;
 
 use std::collections::HashSet;
 use std::sync::Arc;

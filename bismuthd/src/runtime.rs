@@ -1,5 +1,6 @@
-//! bismuthd's use of containerd for one container: the writable snapshot,
-//! the container record (spec and labels), and the task (create, start,
+//! bismuthd's use of containerd for one container: a read-only view of its
+//! image (the writable layer is bismuthd's, see `rootfs`), the container
+//! record (spec and labels), and the task (create, start,
 //! stop with a grace period, delete). Every removal tolerates "not found",
 //! so tear-down can be retried after any crash.
 
@@ -7,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bismuth_containerd::api::{
-    container::Runtime as CtdRuntime, snapshots::MountsRequest, snapshots::PrepareSnapshotRequest,
+    container::Runtime as CtdRuntime, snapshots::MountsRequest, snapshots::ViewSnapshotRequest,
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest, ListContainersRequest,
     StartRequest, WaitRequest,
@@ -43,7 +44,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Prepares the container's writable snapshot on the image and records
+    /// Makes the container's read-only view of the image and records
     /// the container, with the runc shim's `options` if given (a sandbox's
     /// runsc). A leftover snapshot of the same key is replaced.
     pub async fn create_container(
@@ -54,19 +55,19 @@ impl Runtime {
         labels: HashMap<String, String>,
         options: Option<prost_types::Any>,
     ) -> Result<(), CtdError> {
-        // Under a lease: the snapshot is unreferenced until the container exists.
+        // Under a lease: the view is unreferenced until the container exists.
         self.ctd
             .leased(|ctd| async move {
                 ctd.remove_snapshot(id).await?;
                 ctd.snapshots()
-                    .prepare(ctd.request(PrepareSnapshotRequest {
+                    .view(ctd.request(ViewSnapshotRequest {
                         snapshotter: SNAPSHOTTER.into(),
                         key: id.to_owned(),
                         parent: image.chain_id.clone(),
                         labels: HashMap::new(),
                     }))
                     .await
-                    .rpc("snapshots.prepare")?;
+                    .rpc("snapshots.view")?;
                 let container = Container {
                     id: id.to_owned(),
                     labels,
@@ -118,10 +119,9 @@ impl Runtime {
             .containers)
     }
 
-    /// Creates and starts the task, stdout and stderr going to `io` (a
-    /// containerd stdio URI: `file://`, or `binary://` for a log writer).
-    pub async fn start_task(&self, id: &str, io: &str) -> Result<u32, CtdError> {
-        let rootfs: Vec<Mount> = self
+    /// The mounts of the container's view of its image.
+    pub async fn image_mounts(&self, id: &str) -> Result<Vec<Mount>, CtdError> {
+        Ok(self
             .ctd
             .snapshots()
             .mounts(self.ctd.request(MountsRequest {
@@ -130,7 +130,13 @@ impl Runtime {
             }))
             .await
             .rpc("snapshots.mounts")?
-            .mounts;
+            .mounts)
+    }
+
+    /// Creates and starts the task on `rootfs`, stdout and stderr going to
+    /// `io` (a containerd stdio URI: `file://`, or `binary://` for a log writer).
+    pub async fn start_task(&self, id: &str, rootfs: Mount, io: &str) -> Result<u32, CtdError> {
+        let rootfs = vec![rootfs];
         let io = io.to_owned();
         self.ctd
             .tasks()

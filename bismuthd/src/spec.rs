@@ -1,15 +1,18 @@
 //! The OCI runtime spec of a function's container: the function's command as
 //! uid 1000 with no new privileges and a small capability bound, cgroup
 //! limits from its definition, its own network namespace, runc's default
-//! masked and read-only paths, an allowlist seccomp profile (`seccomp`), and the host files bismuthd prepared bound in.
+//! masked and read-only paths, an allowlist seccomp profile (`seccomp`), a
+//! user namespace of its own (`userns`), and the host files bismuthd
+//! prepared bound in.
 
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxDeviceCgroupBuilder, LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 
 /// The unprivileged user every function runs as.
@@ -20,6 +23,9 @@ pub const GID: u32 = 1000;
 pub const RUNNER_PATH: &str = "/.bismuth/runner";
 pub const RUNNER_DIR: &str = "/.bismuth/run";
 pub const RUNNER_SOCKET: &str = "/.bismuth/run/runner.sock";
+
+/// The files of `/etc` bismuthd writes for each container (bound in read-only).
+pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 
 /// The type URL containerd expects on a container's spec.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -41,8 +47,8 @@ pub struct SpecInput<'a> {
     pub netns: &'a Path,
     /// Host directory holding `hosts`, `hostname`, `resolv.conf`.
     pub etc_dir: &'a Path,
-    /// Host directory cloned from the function's repository, if any.
-    pub repo_dir: Option<&'a Path>,
+    /// The container's ids on the host: with a mapping, a user namespace.
+    pub ids: crate::userns::IdMap,
     /// The runner binary, PID 1 of every container.
     pub runner: &'a Path,
     /// The runner's socket directory (Executable mode).
@@ -128,12 +134,23 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?,
+        // sysfs cannot be mounted from a user namespace that does not own
+        // the network namespace (bismuthd's): an empty, read-only /sys then.
+        if input.ids.is_mapped() {
+            mount(
+                "/sys",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "noexec", "nodev", "ro", "size=4k", "mode=555"],
+            )?
+        } else {
+            mount(
+                "/sys",
+                "sysfs",
+                "sysfs",
+                &["nosuid", "noexec", "nodev", "ro"],
+            )?
+        },
         mount(
             "/tmp",
             "tmpfs",
@@ -141,15 +158,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             &["nosuid", "nodev", "mode=1777", "size=65536k"],
         )?,
     ];
-    for file in ["hosts", "hostname", "resolv.conf"] {
+    for file in ETC_FILES {
         mounts.push(bind(
             &input.etc_dir.join(file),
             &format!("/etc/{file}"),
             true,
         )?);
-    }
-    if let Some(repo) = input.repo_dir {
-        mounts.push(bind(repo, "/repo", false)?);
     }
     mounts.push(bind(input.runner, RUNNER_PATH, true)?);
     if let Some(dir) = input.runner_dir {
@@ -212,7 +226,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         )
         .build()?;
     let namespace = |typ| LinuxNamespaceBuilder::default().typ(typ).build();
-    let namespaces = vec![
+    let mut namespaces = vec![
         namespace(LinuxNamespaceType::Pid)?,
         namespace(LinuxNamespaceType::Ipc)?,
         namespace(LinuxNamespaceType::Uts)?,
@@ -222,8 +236,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             .path(input.netns)
             .build()?,
     ];
+    let mut linux = LinuxBuilder::default();
+    if input.ids.is_mapped() {
+        namespaces.push(namespace(LinuxNamespaceType::User)?);
+        let ids = vec![LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(input.ids.host(0))
+            .size(crate::userns::IDS_PER_CONTAINER)
+            .build()?];
+        linux = linux.uid_mappings(ids.clone()).gid_mappings(ids);
+    }
     let seccomp = crate::seccomp::profile()?;
-    let linux = LinuxBuilder::default()
+    let linux = linux
         .cgroups_path(PathBuf::from(&input.cgroup))
         .resources(resources)
         .namespaces(namespaces)
@@ -292,7 +316,7 @@ mod tests {
             cgroup: "/bismuth/x".into(),
             netns,
             etc_dir: etc,
-            repo_dir: None,
+            ids: crate::userns::IdMap::for_slot(1 << 30, 2),
             runner: Path::new("/usr/lib/bismuth/bismuth-runner"),
             runner_dir: None,
         }
@@ -325,6 +349,31 @@ mod tests {
             .any(|m| m["destination"] == "/etc/hosts"
                 && m["source"] == "/var/lib/bismuth/x/etc/hosts"));
         assert!(!mounts.iter().any(|m| m["destination"] == "/repo"));
+    }
+
+    #[test]
+    fn a_user_namespace_maps_the_containers_ids_to_its_block() {
+        let spec = json_of(&input(Path::new("/n"), Path::new("/e")));
+        let ns = spec["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns.iter().any(|n| n["type"] == "user"));
+        let map = json!([{"containerID": 0, "hostID": (1u32 << 30) + 2 * 65536, "size": 65536}]);
+        assert_eq!(spec["linux"]["uidMappings"], map);
+        assert_eq!(spec["linux"]["gidMappings"], map);
+        let sys = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap()
+            .clone();
+        assert_eq!(sys["type"], "tmpfs");
+
+        let mut host = input(Path::new("/n"), Path::new("/e"));
+        host.ids = crate::userns::IdMap::HOST;
+        let spec = json_of(&host);
+        let ns = spec["linux"]["namespaces"].as_array().unwrap();
+        assert!(!ns.iter().any(|n| n["type"] == "user"));
+        assert!(spec["linux"].get("uidMappings").is_none());
     }
 
     #[test]

@@ -372,3 +372,73 @@ async fn clean_up_removes_everything_and_the_next_start_recreates() {
     host.wait_state(a, ContainerState::Running, START).await;
     assert_eq!(echo(&host, a, "again").await, "again");
 }
+
+#[tokio::test]
+async fn writes_to_the_root_filesystem_and_repo_are_bounded_and_off_the_disk() {
+    let mut host = Host::prepare().await;
+    host.extra_args = vec!["--writable-max-bytes".into(), (8u64 << 20).to_string()];
+    host.start_daemon().await;
+    let url = support::git_repo(&host.dir.path().join("src"), &[("hello.txt", "hello\n")]);
+    let mut def = busybox(InvokeMode::Executable(argv(&[
+        "/bin/sh",
+        "-c",
+        "eval \"$(cat)\"",
+    ])));
+    def.repo = Some(bismuth_model::GitRepo(url, "main".into()));
+    let (fid, cid) = host.deploy(&def).await;
+    host.wait_state(cid, ContainerState::Running, START).await;
+    let sh = |script: &'static str| {
+        let url = host.url(&format!("/invoke/{cid}"));
+        async move {
+            let (status, _, body) = http_request("POST", &url, script).await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+
+    // The clone is the function's to change; the change stays in the
+    // container's writable layer, not in the clone on disk.
+    let out =
+        sh("cd /repo && echo changed > hello.txt && cat hello.txt && stat -c %u hello.txt").await;
+    assert_eq!(out, "changed\n1000\n");
+    let clone = host
+        .dir
+        .path()
+        .join(format!("state/containers/{cid}/layer/repo/hello.txt"));
+    assert_eq!(std::fs::read_to_string(&clone).unwrap(), "hello\n");
+
+    // Writing past the limit fails inside, and the host's disk does not grow.
+    let before = bismuth_testkit::disk_use(host.dir.path());
+    let out = sh("dd if=/dev/zero of=/repo/big bs=1M count=32 2>&1; echo status=$?").await;
+    assert!(
+        out.contains("No space left on device") && !out.trim_end().ends_with("status=0"),
+        "{out}"
+    );
+    let grown = bismuth_testkit::disk_use(host.dir.path()).saturating_sub(before);
+    assert!(grown < 1 << 20, "the disk grew by {grown} bytes");
+
+    // Each start begins with an empty writable layer.
+    let pid = host.task_pid(cid).unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    eventually("the container to restart", START, || async {
+        host.task_pid(cid)
+            .filter(|p| *p != pid)
+            .and((host.state(cid).await == Some(ContainerState::Running)).then_some(()))
+    })
+    .await;
+    assert_eq!(
+        sh("ls /repo; cat /repo/hello.txt").await,
+        "hello.txt\nhello\n"
+    );
+
+    // Removed: nothing left, the writable layer's mount included.
+    backends::remove_backend(&host.zk, fid, cid).await.unwrap();
+    eventually("container removed", Duration::from_secs(20), || async {
+        host.leftovers(cid).is_empty().then_some(())
+    })
+    .await;
+}

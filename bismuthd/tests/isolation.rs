@@ -1,7 +1,8 @@
 //! Tenant isolation, seen from inside function containers (root, real
 //! containerd, real network namespaces and nftables): a container reaches
 //! its own svcprovider with its token and nothing else on the host or in
-//! other containers; its process is unprivileged and cannot make the
+//! other containers; its process is unprivileged, in a user namespace whose
+//! host ids no other container has, and cannot make the
 //! calls the seccomp allowlist leaves out. The last part deletes the
 //! rules and shows the same probes then connect, so the checks above hold
 //! only because of the rules.
@@ -53,6 +54,29 @@ fn host_address() -> Ipv4Addr {
         .filter_map(|a| a.split('/').next()?.parse().ok())
         .next()
         .expect("a global IPv4 address on this host")
+}
+
+/// The host uid a container's uid 0 maps to, and the host uid its
+/// process (PID 1, uid 1000 inside) runs as, read on the host.
+fn host_uid_map(host: &Host, cid: Uuid) -> (u32, u32) {
+    let pid = host.task_pid(cid).expect("a running task");
+    let map = words(&std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap());
+    assert_eq!((map.len(), map[0], map[2]), (3, 0, 65536), "{map:?}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    (map[1], uid)
+}
+
+fn words(text: &str) -> Vec<u32> {
+    text.split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect()
 }
 
 /// The container (`.2`) and host-side (`.1`) addresses of a container, from its /etc/hosts.
@@ -178,8 +202,36 @@ async fn containers_reach_only_their_own_svcprovider() {
     // A's own svcprovider port stays open.
     assert_eq!(tcp(&host, a, a_host, 9000).await, "open");
 
-    // The process is unprivileged.
+    // The process is unprivileged, and its uid 1000 is not the host's:
+    // each container has a user namespace mapping its ids 0-65535 to a
+    // block of host ids of its own.
     assert_eq!(sh(&host, a, "id -u; id -g").await, "1000\n1000");
+    let map_a = host_uid_map(&host, a);
+    let map_b = host_uid_map(&host, b);
+    assert_eq!(
+        words(&sh(&host, a, "cat /proc/self/uid_map").await),
+        vec![0, map_a.0, 65536],
+        "A's own view of its map"
+    );
+    for (what, (base, uid)) in [("A", map_a), ("B", map_b)] {
+        assert!(base >= 65536, "{what}'s ids start at host uid {base}");
+        assert_eq!(uid, base + 1000, "{what}'s process runs as host uid {uid}");
+    }
+    assert!(
+        map_a.0 + 65536 <= map_b.0 || map_b.0 + 65536 <= map_a.0,
+        "the blocks overlap: {map_a:?} {map_b:?}"
+    );
+    // What bismuthd made for it is its own; the image's files are host
+    // root's, which the container's root is not (they show as nobody).
+    assert_eq!(
+        sh(
+            &host,
+            a,
+            "stat -c %u / /etc /etc/hosts /.bismuth/runner /bin"
+        )
+        .await,
+        "0\n0\n65534\n65534\n65534"
+    );
     assert_eq!(
         sh(&host, a, "grep CapEff /proc/self/status | cut -f2").await,
         "0000000000000000"

@@ -18,7 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use bismuth_testkit::{container_net, die_with_parent, free_port, images, Containerd, ZkEnsemble};
+use bismuth_testkit::{
+    container_net, die_with_parent, free_port, images, uid_base, Containerd, ZkEnsemble,
+};
 
 use crate::{binaries, runner, tail, workspace, Endpoints, ENV, NAMESPACE};
 
@@ -170,6 +172,7 @@ impl Fleet {
                 &containerd.socket().to_string_lossy(),
             ])?;
             let hdir = f.dir.path().join(format!("host{i}"));
+            let net_port = free_port()?;
             std::fs::create_dir_all(&hdir)?;
             let mut args: Vec<String> = [
                 "--zookeeper",
@@ -189,7 +192,9 @@ impl Fleet {
                 "--run-dir",
                 &hdir.join("run").to_string_lossy(),
                 "--container-net",
-                &container_net(free_port()?),
+                &container_net(net_port),
+                "--uid-base",
+                &uid_base(net_port).to_string(),
                 "--runner",
                 &runner()?.to_string_lossy(),
                 "--svcprovider",
@@ -444,6 +449,7 @@ impl Drop for Fleet {
         }
         // The hosts' containerds (dropped with the hosts) unmount what is left.
         bismuth_testkit::kill_processes_mentioning(self.dir.path());
+        bismuth_testkit::detach_mounts_under(self.dir.path());
         let _ = net(&["bridge-down", &self.bridge]);
     }
 }

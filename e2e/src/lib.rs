@@ -23,7 +23,7 @@ use std::time::Duration;
 use ::http::Method;
 use anyhow::{bail, ensure, Context};
 use bismuth_testkit::http::{self, Reply};
-use bismuth_testkit::{container_net, die_with_parent, eventually, free_port, images};
+use bismuth_testkit::{container_net, die_with_parent, eventually, free_port, images, uid_base};
 use bismuth_testkit::{Containerd, ZooKeeper};
 use serde_json::Value;
 use uuid::Uuid;
@@ -288,6 +288,8 @@ impl System {
                 &d.join("run").to_string_lossy(),
                 "--container-net",
                 &container_net(s.zookeeper.port()),
+                "--uid-base",
+                &uid_base(s.zookeeper.port()).to_string(),
                 "--runner",
                 &runner()?.to_string_lossy(),
                 "--svcprovider",
@@ -475,6 +477,7 @@ impl Drop for System {
         // namespaces; the veths go with the namespaces, and the test kit's
         // containerd (dropped next) kills the containers.
         bismuth_testkit::kill_processes_mentioning(self.dir.path());
+        bismuth_testkit::detach_mounts_under(self.dir.path());
         remove_host_objects(&self.instance());
     }
 }

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bismuth_testkit::{container_net, die_with_parent, eventually, free_port, http, images};
+use bismuth_testkit::{
+    container_net, die_with_parent, eventually, free_port, http, images, uid_base,
+};
 use bismuth_testkit::{Containerd, ZooKeeper};
 
 const PACKAGES: &[&str] = &[
@@ -282,9 +284,10 @@ async fn packages_install_verify_and_serve_a_function() {
             format!("BISMUTH_LISTEN=127.0.0.1:{port_d}"),
             format!("BISMUTH_CONTAINERD={}", containerd.socket().display()),
             format!(
-                "BISMUTHD_OPTS=--state-dir {0}/state --run-dir {0}/run --container-net {1}",
+                "BISMUTHD_OPTS=--state-dir {0}/state --run-dir {0}/run --container-net {1} --uid-base {2}",
                 tmp.path().display(),
-                container_net(zookeeper.port())
+                container_net(zookeeper.port()),
+                uid_base(zookeeper.port())
             ),
         ],
     );

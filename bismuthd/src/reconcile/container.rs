@@ -247,6 +247,8 @@ async fn prepare(
         path: h.files.etc(),
         source,
     };
+    let ids = super::start::ids(cfg, &def, net.subnet.slot);
+    h.files.own(ids).map_err(files_err)?;
     if !h.files.etc().join("hosts").exists() {
         h.files
             .write_etc(&hostname(cid), net.container_ip(), net.host_ip())
@@ -266,7 +268,7 @@ async fn prepare(
             h.files
                 .log_line(&format!("cloning {} ({})", repo.url(), repo.branch()));
             h.files
-                .clone_repo(repo)
+                .clone_repo(repo, ids)
                 .await
                 .map_err(|reason| Error::Start { cid, reason })?;
         }

@@ -8,13 +8,24 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bismuth_containerd::ResolvedImage;
-use bismuth_model::{InvokeMode, Isolation};
+use bismuth_model::{FunctionDefinition, InvokeMode, Isolation};
 use uuid::Uuid;
 
 use super::Error;
 use crate::node::{Node, Phases, Target};
 use crate::runtime::{LABEL_FUNCTION, LABEL_SLOT};
 use crate::spec::{self, SpecInput};
+use crate::userns::IdMap;
+use crate::{config::Config, rootfs};
+
+/// The host ids of a container of `def` on network slot `slot`: a block of
+/// its own, or the host's under gVisor (whose kernel stands in between).
+pub fn ids(cfg: &Config, def: &FunctionDefinition, slot: u32) -> IdMap {
+    match def.isolation() {
+        Isolation::Container => IdMap::for_slot(cfg.uid_base, slot),
+        Isolation::Sandbox => IdMap::HOST,
+    }
+}
 
 /// Pulls the image if needed, (re)creates the container and starts its
 /// task; returns the task's pid, and records the `image` and `create` phases.
@@ -77,7 +88,6 @@ pub async fn start(
             (args, Some(runner_dir.as_path()))
         }
     };
-    let repo_dir = files.repo();
     let cwd = if t.def.repo.is_some() {
         "/repo".to_owned()
     } else {
@@ -89,6 +99,7 @@ pub async fn start(
     let netns = t.net.netns_path();
     let etc = files.etc();
     let hostname = hostname(cid);
+    let ids = ids(cfg, &t.def, t.net.subnet.slot);
     let spec = spec::build(&SpecInput {
         args,
         env,
@@ -100,7 +111,7 @@ pub async fn start(
         cgroup: format!("/bismuth/{cid}"),
         netns: &netns,
         etc_dir: &etc,
-        repo_dir: t.def.repo.is_some().then_some(repo_dir.as_path()),
+        ids,
         runner: &cfg.runner,
         runner_dir,
     })
@@ -118,12 +129,26 @@ pub async fn start(
         .create_container(&id, image, &spec, labels, options)
         .await
         .map_err(|e| fail(e.to_string()))?;
+    // Its root: the repository over the image, under a fresh writable layer.
+    rootfs::prepare_writable(&files, ids, cfg.writable_max_bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    let mut layers = Vec::new();
+    if t.def.repo.is_some() {
+        layers.push(files.layer().to_string_lossy().into_owned());
+    }
+    let image = node
+        .rt
+        .image_mounts(&id)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    layers.extend(rootfs::image_layers(&image).map_err(|e| fail(e.to_string()))?);
     let created = began.elapsed();
     let _ = std::fs::remove_file(files.runner_socket());
     let pid = node
         .rt
         .start_task(
             &id,
+            rootfs::overlay(&files, &layers),
             &crate::logwriter::uri(
                 &crate::logwriter::exe(),
                 &files.log(),

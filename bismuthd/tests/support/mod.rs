@@ -147,6 +147,10 @@ impl Host {
             .arg("--run-dir")
             .arg(self.dir.path().join("run"))
             .args(["--container-net", &self.container_net()])
+            .args([
+                "--uid-base",
+                &bismuth_testkit::uid_base(self.zk_server.port()).to_string(),
+            ])
             .arg("--runner")
             .arg(runner())
             .args(self.default_unless_given("--restart-backoff-ms", "500"))
@@ -426,6 +430,7 @@ impl Drop for Host {
             .stderr(Stdio::null())
             .status();
         bismuth_testkit::kill_processes_mentioning(self.dir.path());
+        bismuth_testkit::detach_mounts_under(self.dir.path());
         for cid in self.cids.lock().unwrap().iter() {
             let (netns, link) = bismuthd::net::names(&self.instance(), *cid);
             let _ = Command::new("ip")

@@ -12,6 +12,8 @@
 //! - [`assert_eventually!`]: poll a condition instead of sleeping.
 //! - [`free_port`]: an unused loopback port; [`container_net`]: a test's own
 //!   slice of container addresses.
+//! - [`detach_mounts_under`], [`mounts_under`], [`disk_use`]: what a test
+//!   left mounted, and what a directory holds on disk.
 //! - [`http`]: a small HTTP client (whole replies, or bodies read line by line).
 //!
 //! Servers are killed when their handle drops, and also (via `PR_SET_PDEATHSIG`)
@@ -23,6 +25,7 @@ mod containerd;
 mod eventually;
 pub mod http;
 pub mod images;
+mod mounts;
 mod otlp;
 mod postgres;
 mod process;
@@ -32,10 +35,12 @@ mod zookeeper;
 
 pub use containerd::Containerd;
 pub use eventually::eventually;
+pub use mounts::{detach_mounts_under, disk_use, mounts_under};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::Postgres;
 pub use process::{
     container_net, die_with_parent, free_port, kill_processes_mentioning, processes_mentioning,
+    uid_base,
 };
 pub use prometheus::Prometheus;
 pub use registry::Registry;

@@ -42,6 +42,18 @@ pub fn container_net(port: u16) -> String {
     )
 }
 
+/// The first host uid of a test's containers (bismuthd's `--uid-base`),
+/// from the same port as its [`container_net`], so the user namespaces of
+/// tests running side by side never share host ids either: a /26 holds 16
+/// containers of 65536 ids each. 2^30 with `BISMUTH_TEST_NET` (a larger
+/// range needs the room).
+pub fn uid_base(port: u16) -> u32 {
+    if std::env::var_os("BISMUTH_TEST_NET").is_some() {
+        return 1 << 30;
+    }
+    (1 << 31) + u32::from(port % 2047) * (16 << 16)
+}
+
 /// SIGKILLs every process whose command line mentions `needle`: containerd's
 /// shims (started with `-address SOCKET`), or what a daemon under test left
 /// (svcproviders are started with a store inside the test's directory).
