@@ -98,9 +98,15 @@ impl Files {
         Ok(())
     }
 
-    /// Gives the runner directory to the container's user.
+    /// Gives the runner directory to the container's user and its `/etc`
+    /// files to its root (read-only inside either way).
     pub fn own(&self, ids: IdMap) -> std::io::Result<()> {
-        std::os::unix::fs::chown(self.runner_dir(), Some(ids.host(UID)), Some(ids.host(GID)))
+        use std::os::unix::fs::chown;
+        chown(self.runner_dir(), Some(ids.host(UID)), Some(ids.host(GID)))?;
+        for file in crate::spec::ETC_FILES {
+            chown(self.etc().join(file), Some(ids.host(0)), Some(ids.host(0)))?;
+        }
+        Ok(())
     }
 
     /// Writes `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`.

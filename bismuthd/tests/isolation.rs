@@ -221,8 +221,9 @@ async fn containers_reach_only_their_own_svcprovider() {
         map_a.0 + 65536 <= map_b.0 || map_b.0 + 65536 <= map_a.0,
         "the blocks overlap: {map_a:?} {map_b:?}"
     );
-    // What bismuthd made for it is its own; the image's files are host
-    // root's, which the container's root is not (they show as nobody).
+    // What bismuthd made for it is its own; the image's files and the
+    // shared runner binary are host root's, which the container's root is
+    // not (they show as nobody).
     assert_eq!(
         sh(
             &host,
@@ -230,7 +231,7 @@ async fn containers_reach_only_their_own_svcprovider() {
             "stat -c %u / /etc /etc/hosts /.bismuth/runner /bin"
         )
         .await,
-        "0\n0\n65534\n65534\n65534"
+        "0\n0\n0\n65534\n65534"
     );
     assert_eq!(
         sh(&host, a, "grep CapEff /proc/self/status | cut -f2").await,

@@ -247,13 +247,13 @@ async fn prepare(
         path: h.files.etc(),
         source,
     };
-    let ids = super::start::ids(cfg, &def, net.subnet.slot);
-    h.files.own(ids).map_err(files_err)?;
     if !h.files.etc().join("hosts").exists() {
         h.files
             .write_etc(&hostname(cid), net.container_ip(), net.host_ip())
             .map_err(files_err)?;
     }
+    let ids = super::start::ids(cfg, &def, net.subnet.slot);
+    h.files.own(ids).map_err(files_err)?;
     if let Some(repo) = &def.repo {
         if !running && !h.files.repo().join(".git").is_dir() {
             if repo.url().starts_with("file:") && !cfg.allow_file_repos {
