@@ -99,12 +99,7 @@ async fn a_killed_process_is_failed_then_restarted_in_place() {
         )))
         .await;
     host.wait_state(cid, ContainerState::Running, START).await;
-    let pid = host.task_pid(cid).unwrap();
-    assert!(std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    let pid = host.kill_task(cid);
 
     host.wait_state(cid, ContainerState::Failed, Duration::from_secs(10))
         .await;
@@ -418,12 +413,7 @@ async fn writes_to_the_root_filesystem_and_repo_are_bounded_and_off_the_disk() {
     assert!(grown < 1 << 20, "the disk grew by {grown} bytes");
 
     // Each start begins with an empty writable layer.
-    let pid = host.task_pid(cid).unwrap();
-    assert!(std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    let pid = host.kill_task(cid);
     eventually("the container to restart", START, || async {
         host.task_pid(cid)
             .filter(|p| *p != pid)

@@ -261,6 +261,17 @@ impl Host {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// SIGKILLs a container's process (a crash); returns its pid.
+    pub fn kill_task(&self, cid: Uuid) -> u32 {
+        let pid = self.task_pid(cid).expect("a running task");
+        assert!(Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+        pid
+    }
+
     /// The pid of a container's process, from `ctr tasks ls`.
     pub fn task_pid(&self, cid: Uuid) -> Option<u32> {
         self.ctd.task_pid(NS, &cid.to_string())
