@@ -123,17 +123,13 @@ pub fn unmount(files: &Files) {
     detach(&files.writable());
 }
 
-/// Lazily unmounts `path` (a mount still in use goes when its last user
-/// does); whether something was mounted there.
-fn detach(path: &Path) -> bool {
+/// Lazily unmounts `path` if something is mounted there (a mount still in
+/// use goes when its last user does).
+fn detach(path: &Path) {
     match nix::mount::umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
-        Ok(()) => true,
-        // Not a mount point, or not there at all.
-        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => false,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot unmount");
-            false
-        }
+        // Unmounted; or not a mount point, or not there at all.
+        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot unmount"),
     }
 }
 

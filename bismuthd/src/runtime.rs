@@ -8,10 +8,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bismuth_containerd::api::{
-    container::Runtime as CtdRuntime, snapshots::MountsRequest, snapshots::ViewSnapshotRequest,
-    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest, ListContainersRequest,
-    StartRequest, WaitRequest,
+    container::Runtime as CtdRuntime, snapshots::ViewSnapshotRequest, Container,
+    CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
+    GetContainerRequest, GetRequest, KillRequest, ListContainersRequest, StartRequest, WaitRequest,
 };
 use bismuth_containerd::types::Mount;
 use bismuth_containerd::{Containerd, CtdError, ResolvedImage, RpcResult};
@@ -46,7 +45,8 @@ pub struct Runtime {
 impl Runtime {
     /// Makes the container's read-only view of the image and records
     /// the container, with the runc shim's `options` if given (a sandbox's
-    /// runsc). A leftover snapshot of the same key is replaced.
+    /// runsc); returns the view's mounts. A leftover snapshot of the same
+    /// key is replaced.
     pub async fn create_container(
         &self,
         id: &str,
@@ -54,12 +54,13 @@ impl Runtime {
         spec: &oci_spec::runtime::Spec,
         labels: HashMap<String, String>,
         options: Option<prost_types::Any>,
-    ) -> Result<(), CtdError> {
+    ) -> Result<Vec<Mount>, CtdError> {
         // Under a lease: the view is unreferenced until the container exists.
         self.ctd
             .leased(|ctd| async move {
                 ctd.remove_snapshot(id).await?;
-                ctd.snapshots()
+                let view = ctd
+                    .snapshots()
                     .view(ctd.request(ViewSnapshotRequest {
                         snapshotter: SNAPSHOTTER.into(),
                         key: id.to_owned(),
@@ -67,7 +68,8 @@ impl Runtime {
                         labels: HashMap::new(),
                     }))
                     .await
-                    .rpc("snapshots.view")?;
+                    .rpc("snapshots.view")?
+                    .mounts;
                 let container = Container {
                     id: id.to_owned(),
                     labels,
@@ -92,7 +94,7 @@ impl Runtime {
                     let _ = ctd.remove_snapshot(id).await;
                     return Err(e);
                 }
-                Ok(())
+                Ok(view)
             })
             .await
     }
@@ -117,20 +119,6 @@ impl Runtime {
             .await
             .rpc("containers.list")?
             .containers)
-    }
-
-    /// The mounts of the container's view of its image.
-    pub async fn image_mounts(&self, id: &str) -> Result<Vec<Mount>, CtdError> {
-        Ok(self
-            .ctd
-            .snapshots()
-            .mounts(self.ctd.request(MountsRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key: id.to_owned(),
-            }))
-            .await
-            .rpc("snapshots.mounts")?
-            .mounts)
     }
 
     /// Creates and starts the task on `rootfs`, stdout and stderr going to

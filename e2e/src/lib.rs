@@ -477,15 +477,15 @@ impl Drop for System {
         // namespaces; the veths go with the namespaces, and the test kit's
         // containerd (dropped next) kills the containers.
         bismuth_testkit::kill_processes_mentioning(self.dir.path());
-        bismuth_testkit::detach_mounts_under(self.dir.path());
-        remove_host_objects(&self.instance());
+        remove_host_objects(&self.instance(), self.dir.path());
     }
 }
 
 /// What a killed bismuthd `instance` leaves on the host beyond containerd:
-/// its firewall table and its containers' network namespaces (their veths
-/// go with them).
-pub fn remove_host_objects(instance: &str) {
+/// its firewall table, its containers' network namespaces (their veths
+/// go with them) and their writable layers mounted below `dir`.
+pub fn remove_host_objects(instance: &str, dir: &Path) {
+    bismuth_testkit::detach_mounts_under(dir);
     let _ = Command::new("nft")
         .args(["delete", "table", "inet", &format!("bismuth_{instance}")])
         .stderr(Stdio::null())

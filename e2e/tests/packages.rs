@@ -300,9 +300,10 @@ async fn packages_install_verify_and_serve_a_function() {
         &[format!("BISMUTH_FE_LISTEN=127.0.0.1:{port_f}")],
     );
     let instance = bismuthd::config::instance_id(&containerd.socket(), "bismuth");
+    let dir = tmp.path().to_owned();
     guard.cleanup.push(Box::new(move || {
         bismuth_testkit::kill_processes_mentioning(Path::new("/usr/lib/bismuth/svcprovider"));
-        bismuth_e2e::remove_host_objects(&instance);
+        bismuth_e2e::remove_host_objects(&instance, &dir);
     }));
 
     // The installed CLI sets up the environment (reading the same files).

@@ -125,7 +125,8 @@ pub async fn start(
         Isolation::Sandbox => Some(node.sandbox().map_err(fail)?.runtime_options()),
     };
     let checked = began.elapsed();
-    node.rt
+    let view = node
+        .rt
         .create_container(&id, image, &spec, labels, options)
         .await
         .map_err(|e| fail(e.to_string()))?;
@@ -136,12 +137,7 @@ pub async fn start(
     if t.def.repo.is_some() {
         layers.push(files.layer().to_string_lossy().into_owned());
     }
-    let image = node
-        .rt
-        .image_mounts(&id)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    layers.extend(rootfs::image_layers(&image).map_err(|e| fail(e.to_string()))?);
+    layers.extend(rootfs::image_layers(&view).map_err(|e| fail(e.to_string()))?);
     let created = began.elapsed();
     let _ = std::fs::remove_file(files.runner_socket());
     let pid = node
