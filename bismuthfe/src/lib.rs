@@ -1,6 +1,7 @@
 //! bismuthfe, the invocation frontend.
 //!
-//! A request arrives ([`proxy`]), its function is found by `Host` header or
+//! A request arrives ([`raw`], or [`proxy`] through hyper for what the
+//! fast path leaves), its function is found by `Host` header or
 //! `/invoke/{function_id}` in the current [`table::RoutingTable`], a
 //! Running backend is chosen by rendezvous hashing of the client address
 //! ([`ring`]), and the request streams to that backend's bismuthd. The
@@ -15,6 +16,7 @@ mod cow;
 pub mod load;
 pub mod metrics;
 pub mod proxy;
+mod raw;
 pub mod ring;
 pub mod sync;
 pub mod table;
@@ -87,12 +89,17 @@ pub async fn run(
             Arc::clone(&load),
             waker.clone(),
         ));
-        move |req, peer| {
-            let proxy = Arc::clone(&proxy);
-            async move { proxy.handle(req, peer).await }
+        // hyper, for the connections the fast path hands over; made on
+        // the serving thread by its first connection (its timer ticks there).
+        let mut hyper = None;
+        move |stream, peer, shutdown| {
+            let hyper = hyper
+                .get_or_insert_with(bismuth_daemon::http::Hyper::new)
+                .clone();
+            raw::serve(Arc::clone(&proxy), hyper, stream, peer, shutdown)
         }
     };
-    bismuth_daemon::http::serve_threads(
+    bismuth_daemon::http::serve_threads_conns(
         listener,
         config.threads,
         "bismuthfe",

@@ -102,46 +102,9 @@ impl Proxy {
             .as_ref()
             .and_then(|h| h.to_str().ok())
             .or(parts.uri.host());
-
-        // Resolve the function against the current snapshot; no ZooKeeper here.
-        // Routed by host, the function sees the whole path; routed by
-        // /invoke/{id}, it sees what follows the id.
-        let path = parts.uri.path();
-        let (function, rest, entry) = {
-            let table = self.table.load();
-            let (function, rest) = match host_str.and_then(|h| table.route(h)) {
-                Some(f) => (f, path),
-                None => match bismuth_daemon::invoke::target(path) {
-                    Some(Ok(found)) => found,
-                    Some(Err(id)) => {
-                        return error(
-                            StatusCode::NOT_FOUND,
-                            format!("{id:?} is not a function id"),
-                        )
-                    }
-                    None if path == "/healthz" => return plain(StatusCode::OK, "OK"),
-                    None if path == "/metrics" => return self.metrics_page(),
-                    None if path == "/load" => return self.load_page(),
-                    None if !*self.ready.borrow() => return not_ready(),
-                    None => {
-                        let host = host_str.unwrap_or("");
-                        return error(
-                            StatusCode::NOT_FOUND,
-                            format!("no function is routed from host {host:?}"),
-                        );
-                    }
-                },
-            };
-            match table.entry(function) {
-                Some(e) => (function, rest, e.clone()),
-                None if !*self.ready.borrow() => return not_ready(),
-                None => {
-                    return error(
-                        StatusCode::NOT_FOUND,
-                        format!("function {function} does not exist"),
-                    )
-                }
-            }
+        let (function, rest, entry) = match self.resolve(host_str, parts.uri.path()) {
+            Ok(found) => found,
+            Err(early) => return local(early),
         };
 
         let (mut span, traceparent) = otel::hop(
@@ -151,12 +114,7 @@ impl Proxy {
                 .headers
                 .get(&TRACEPARENT)
                 .and_then(|v| v.to_str().ok()),
-            || {
-                vec![
-                    KeyValue::new("bismuth.function_id", function.to_string()),
-                    KeyValue::new("http.request.method", parts.method.to_string()),
-                ]
-            },
+            || span_attributes(function, &parts.method),
         );
         let traceparent =
             HeaderValue::from_str(&traceparent).unwrap_or(HeaderValue::from_static(""));
@@ -169,36 +127,107 @@ impl Proxy {
 
         let _load = self.load.begin(function);
         let in_flight = self.metrics.begin(function);
-        let response = match self.running(function, entry, &parts).await {
+        let response = match self.running(function, entry, head_bytes(&parts)).await {
             Ok(entry) => {
                 self.forward(function, rest, &parts, body, entry, peer, traceparent)
                     .await
             }
-            Err(response) => response,
+            Err(response) => local(response),
         };
         if let Some(f) = in_flight {
             f.done(response.status().as_u16());
         }
         if let Some(span) = span.as_mut() {
-            span.status(response.status().as_u16());
-            if let Some(c) = response.headers().get(&CONTAINER_ID) {
-                let c = String::from_utf8_lossy(c.as_bytes()).into_owned();
-                span.set(KeyValue::new("bismuth.container_id", c));
-            }
+            end_span(
+                span,
+                response.status(),
+                response.headers().get(&CONTAINER_ID),
+            );
         }
         response
+    }
+
+    /// The function a request is for, the path it sees, and its entry; or
+    /// the answer when it is for no function (this frontend's own pages,
+    /// 404, 503 before the table loaded). No ZooKeeper here: the current
+    /// snapshot decides. Routed by host, the function sees the whole path;
+    /// routed by `/invoke/{id}`, it sees what follows the id.
+    // The error is the answer itself, made once per request: moving it
+    // costs less than boxing it.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn resolve<'a>(
+        &self,
+        host: Option<&str>,
+        path: &'a str,
+    ) -> Result<(FunctionId, &'a str, Entry), Response<Bytes>> {
+        let table = self.table.load();
+        let (function, rest) = match host.and_then(|h| table.route(h)) {
+            Some(f) => (f, path),
+            None => match bismuth_daemon::invoke::target(path) {
+                Some(Ok(found)) => found,
+                Some(Err(id)) => {
+                    return Err(error(
+                        StatusCode::NOT_FOUND,
+                        format!("{id:?} is not a function id"),
+                    ))
+                }
+                None if path == "/healthz" => return Err(plain(StatusCode::OK, "OK")),
+                None if path == "/metrics" => return Err(self.metrics_page()),
+                None if path == "/load" => return Err(self.load_page()),
+                None if !*self.ready.borrow() => return Err(not_ready()),
+                None => {
+                    let host = host.unwrap_or("");
+                    return Err(error(
+                        StatusCode::NOT_FOUND,
+                        format!("no function is routed from host {host:?}"),
+                    ));
+                }
+            },
+        };
+        match table.entry(function) {
+            Some(e) => Ok((function, rest, e.clone())),
+            None if !*self.ready.borrow() => Err(not_ready()),
+            None => Err(error(
+                StatusCode::NOT_FOUND,
+                format!("function {function} does not exist"),
+            )),
+        }
+    }
+
+    /// The backends to try for a request from `client_hash` (see [`Attempts`]).
+    pub(crate) fn attempts(
+        &self,
+        function: FunctionId,
+        client_hash: u64,
+        entry: Entry,
+    ) -> Attempts<'_> {
+        Attempts {
+            proxy: self,
+            function,
+            client_hash,
+            order: order(client_hash, &entry),
+            entry,
+            next: 0,
+            tried: 0,
+            held_since: tokio::time::Instant::now(),
+            retry: self.refused_backoff.retry(),
+            hold: None,
+        }
     }
 
     /// The function's entry once it has a Running backend: at once, or
     /// after holding the request while one starts (scale from zero: the
     /// controller is woken); a clear 503 when the hold is full or no
-    /// instance ran in time, 404 if the function went meanwhile.
-    async fn running(
+    /// instance ran in time, 404 if the function went meanwhile. A held
+    /// request counts `held_bytes` (its head, and its body if read) against
+    /// the bound.
+    #[allow(clippy::result_large_err)]
+    pub(crate) async fn running(
         &self,
         function: FunctionId,
         entry: Entry,
-        parts: &http::request::Parts,
-    ) -> Result<Entry, Response<ResponseBody>> {
+        held_bytes: u64,
+    ) -> Result<Entry, Response<Bytes>> {
         if !entry.targets.is_empty() {
             return Ok(entry);
         }
@@ -213,8 +242,7 @@ impl Proxy {
         if self.cold_start_timeout.is_zero() {
             return Err(no_backend(None));
         }
-        let head = head_bytes(parts);
-        let Some(_held) = self.load.hold(function, head) else {
+        let Some(_held) = self.load.hold(function, held_bytes) else {
             return Err(retry_later(format!(
                 "too many requests are waiting for functions to start ({} at most, {} bytes of headers); retry shortly",
                 self.max_held.0, self.max_held.1
@@ -266,78 +294,159 @@ impl Proxy {
             Some(q) => ("?", q),
             None => ("", ""),
         };
-        let client_hash = ring::client_hash(peer.ip());
-        let mut entry = entry;
-        // Every backend refusing usually means their bismuthds restart
-        // (an upgrade): hold the request and try again for a while.
-        let held_since = tokio::time::Instant::now();
-        let mut retry = self.refused_backoff.retry();
-        // Set once the request is held: its wait is observed when it ends.
-        let mut hold = None;
-        loop {
-            let targets = Arc::clone(&entry.targets);
-            for (attempt, index) in order(client_hash, &entry)
-                .into_iter()
-                .take(MAX_ATTEMPTS)
-                .enumerate()
-            {
-                if attempt > 0 && !slot.replayable() {
-                    break;
-                }
-                let target = &targets[index];
-                let _counted = target.begin();
-                let addr = SocketAddr::from((target.backend.ip, self.backend_port));
-                let head = upstream::Head::new(
-                    &parts.method,
-                    format_args!("/invoke/{}{rest}{sep}{query}", target.backend.container_id),
-                    addr,
-                    &parts.headers,
-                    slot.size_hint(),
-                );
-                let sent = self.client.send(addr, head, slot.attempt());
-                match tokio::time::timeout(self.response_timeout, sent).await {
-                    Ok(Ok(response)) => return respond(response, traceparent, target),
-                    Ok(Err(e)) if e.is_connect() => {
-                        warn!(%function, backend = %target.backend.ip, container = %target.backend.container_id,
-                            error = %e, "backend refused the connection; trying the next");
-                    }
-                    Ok(Err(e)) => {
-                        debug!(%function, error = ?e, "backend request failed");
-                        return error(
-                            StatusCode::BAD_GATEWAY,
-                            format!(
-                                "backend {} of function {function} failed: {e}",
-                                target.backend.ip
-                            ),
-                        );
-                    }
-                    Err(_) => {
-                        return error(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            format!(
-                                "backend {} of function {function} did not answer within {:?}",
-                                target.backend.ip, self.response_timeout
-                            ),
-                        )
-                    }
-                }
-            }
-            let delay = retry.next_delay();
-            if !slot.replayable() || held_since.elapsed() + delay > self.refused_hold {
-                break;
-            }
-            hold.get_or_insert_with(|| self.metrics.hold());
-            tokio::time::sleep(delay).await;
-            // The table may have changed meanwhile (a backend moved).
-            match self.table.load().entry(function) {
-                Some(e) if !e.targets.is_empty() => entry = e.clone(),
-                _ => break,
+        let mut attempts = self.attempts(function, ring::client_hash(peer.ip()), entry);
+        while let Some(target) = attempts.next(slot.replayable()).await {
+            let _counted = target.begin();
+            let addr = SocketAddr::from((target.backend.ip, self.backend_port));
+            let head = upstream::Head::new(
+                &parts.method,
+                format_args!("/invoke/{}{rest}{sep}{query}", target.backend.container_id),
+                addr,
+                &parts.headers,
+                slot.size_hint(),
+            );
+            let sent = self.client.send(addr, head, slot.attempt());
+            match tokio::time::timeout(self.response_timeout, sent).await {
+                Ok(Ok(response)) => return respond(response, traceparent, target),
+                Ok(Err(e)) if e.is_connect() => refused(function, target, &e),
+                Ok(Err(e)) => return local(self.failed(function, target, &e)),
+                Err(_) => return local(self.timed_out(function, target)),
             }
         }
+        local(unreachable(function))
+    }
+
+    /// The client for upstream connections (this thread's pool).
+    pub(crate) fn client(&self) -> &upstream::Client {
+        &self.client
+    }
+
+    /// Where bismuthd listens on a node.
+    pub(crate) fn backend_addr(&self, target: &Target) -> SocketAddr {
+        SocketAddr::from((target.backend.ip, self.backend_port))
+    }
+
+    /// How long a backend may take to answer with a response head.
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// The tracer, when spans are exported.
+    pub(crate) fn tracer(&self) -> Option<&Tracer> {
+        self.tracer.as_ref()
+    }
+
+    /// This frontend's request metrics and load.
+    pub(crate) fn meters(&self) -> (&FrontendMetrics, &FrontendLoad) {
+        (&self.metrics, &self.load)
+    }
+
+    /// 502: the request failed at `target` after it was sent.
+    pub(crate) fn failed(
+        &self,
+        function: FunctionId,
+        target: &Target,
+        e: &upstream::Error,
+    ) -> Response<Bytes> {
+        debug!(%function, error = ?e, "backend request failed");
         error(
             StatusCode::BAD_GATEWAY,
-            format!("no backend of function {function} could be reached"),
+            format!(
+                "backend {} of function {function} failed: {e}",
+                target.backend.ip
+            ),
         )
+    }
+
+    /// 504: `target` sent no response head in time.
+    pub(crate) fn timed_out(&self, function: FunctionId, target: &Target) -> Response<Bytes> {
+        error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "backend {} of function {function} did not answer within {:?}",
+                target.backend.ip, self.response_timeout
+            ),
+        )
+    }
+}
+
+/// Logs a backend that refused the connection (the next is tried).
+pub(crate) fn refused(function: FunctionId, target: &Target, e: &upstream::Error) {
+    warn!(%function, backend = %target.backend.ip, container = %target.backend.container_id,
+        error = %e, "backend refused the connection; trying the next");
+}
+
+/// 502: no backend took the connection.
+pub(crate) fn unreachable(function: FunctionId) -> Response<Bytes> {
+    error(
+        StatusCode::BAD_GATEWAY,
+        format!("no backend of function {function} could be reached"),
+    )
+}
+
+/// The attributes of a request's span.
+pub(crate) fn span_attributes(function: FunctionId, method: &http::Method) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("bismuth.function_id", function.to_string()),
+        KeyValue::new("http.request.method", method.to_string()),
+    ]
+}
+
+/// Ends a request's span with its status and the container that served it.
+pub(crate) fn end_span(span: &mut otel::Span, status: StatusCode, container: Option<&HeaderValue>) {
+    span.status(status.as_u16());
+    if let Some(c) = container {
+        let c = String::from_utf8_lossy(c.as_bytes()).into_owned();
+        span.set(KeyValue::new("bismuth.container_id", c));
+    }
+}
+
+/// The backends one request tries, in turn: the first [`MAX_ATTEMPTS`] of
+/// [`order`]. When all of those refused the connection (usually their
+/// bismuthds restart: an upgrade) and the body can be sent again, the same
+/// again after a backoff, with the table read anew (a backend may have
+/// moved), for up to the refused-hold.
+#[derive(Debug)]
+pub(crate) struct Attempts<'p> {
+    proxy: &'p Proxy,
+    function: FunctionId,
+    client_hash: u64,
+    entry: Entry,
+    order: Vec<usize>,
+    next: usize,
+    tried: usize,
+    held_since: tokio::time::Instant,
+    retry: bismuth_controller::Retry,
+    /// Set once the request is held: its wait is observed when it ends.
+    hold: Option<crate::metrics::Held<'p>>,
+}
+
+impl Attempts<'_> {
+    /// The next backend to try; `None` when there is none (or the body,
+    /// already sent once, cannot be sent again: `replayable` false).
+    pub(crate) async fn next(&mut self, replayable: bool) -> Option<&Target> {
+        if self.tried > 0 && !replayable {
+            return None;
+        }
+        while self.next >= self.order.len().min(MAX_ATTEMPTS) {
+            let delay = self.retry.next_delay();
+            if self.held_since.elapsed() + delay > self.proxy.refused_hold {
+                return None;
+            }
+            let metrics = &self.proxy.metrics;
+            self.hold.get_or_insert_with(|| metrics.hold());
+            tokio::time::sleep(delay).await;
+            match self.proxy.table.load().entry(self.function) {
+                Some(e) if !e.targets.is_empty() => self.entry = e.clone(),
+                _ => return None,
+            }
+            self.order = order(self.client_hash, &self.entry);
+            self.next = 0;
+        }
+        let index = self.order[self.next];
+        self.next += 1;
+        self.tried += 1;
+        self.entry.targets.get(index)
     }
 }
 
@@ -376,11 +485,16 @@ fn head_bytes(parts: &http::request::Parts) -> u64 {
 }
 
 /// 503 with `Retry-After: 1`.
-fn retry_later(message: String) -> Response<ResponseBody> {
+fn retry_later(message: String) -> Response<Bytes> {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
+}
+
+/// A response made here, as hyper sends it.
+fn local(response: Response<Bytes>) -> Response<ResponseBody> {
+    response.map(|b| Either::Right(Full::new(b)))
 }
 
 fn respond(
@@ -402,28 +516,24 @@ fn respond(
 impl Proxy {
     /// `GET /load` (on a host that is not routed): what the controller's
     /// autoscaler reads.
-    fn load_page(&self) -> Response<ResponseBody> {
+    fn load_page(&self) -> Response<Bytes> {
         let body = serde_json::to_vec(&self.load.report()).unwrap_or_default();
-        let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
+        typed(
+            Bytes::from(body),
             HeaderValue::from_static("application/json"),
-        );
-        r
+        )
     }
 
     /// `GET /metrics` (on a host that is not routed).
-    fn metrics_page(&self) -> Response<ResponseBody> {
-        let mut r = Response::new(Either::Right(Full::new(Bytes::from(self.metrics.render()))));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
+    fn metrics_page(&self) -> Response<Bytes> {
+        typed(
+            Bytes::from(self.metrics.render()),
             HeaderValue::from_static(bismuth_metrics::CONTENT_TYPE),
-        );
-        r
+        )
     }
 }
 
-fn not_ready() -> Response<ResponseBody> {
+fn not_ready() -> Response<Bytes> {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "routing table not loaded from ZooKeeper yet".into(),
@@ -431,21 +541,25 @@ fn not_ready() -> Response<ResponseBody> {
 }
 
 /// A JSON error: `{"error": "…"}`.
-pub fn error(status: StatusCode, message: String) -> Response<ResponseBody> {
+pub fn error(status: StatusCode, message: String) -> Response<Bytes> {
     let body = serde_json::json!({ "error": message }).to_string();
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
+    let mut r = typed(
+        Bytes::from(body),
         HeaderValue::from_static("application/json"),
     );
+    *r.status_mut() = status;
     r
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
-        text.as_bytes(),
-    ))));
+/// 200 with `body` of `content_type`.
+fn typed(body: Bytes, content_type: HeaderValue) -> Response<Bytes> {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    r
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::from_static(text.as_bytes()));
     *r.status_mut() = status;
     r
 }

@@ -2,7 +2,8 @@
 //! handler until shutdown, then let in-flight requests finish for a grace
 //! period before closing what is left ([`serve`]); or the same thread per
 //! core, connections accepted once and dealt out to serving threads
-//! ([`serve_threads`]).
+//! ([`serve_threads`]). Both also take a connection server of one's own
+//! instead of hyper's ([`serve_conns`], [`serve_threads_conns`]).
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -15,9 +16,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 /// Where connections come from.
@@ -92,12 +94,31 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let make = |i| hyper_conns(make(i));
+    serve_threads_conns(listener, threads, name, make, shutdown, grace).await
+}
+
+/// [`serve_threads`] with a connection server of one's own: `make(i)`
+/// builds thread `i`'s, called (on that thread) with each connection.
+pub async fn serve_threads_conns<M, C, Fut>(
+    listener: TcpListener,
+    threads: usize,
+    name: &str,
+    make: M,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    M: Fn(usize) -> C,
+    C: FnMut(TcpStream, SocketAddr, CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut hand = Vec::new();
     let mut done = Vec::new();
     for i in 0..threads.max(1) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let handler = make(i);
+        let conns = make(i);
         let shutdown = shutdown.clone();
         std::thread::Builder::new()
             .name(format!("{name}-{i}"))
@@ -109,7 +130,7 @@ where
                     Ok(r) => r,
                     Err(e) => return tracing::error!(error = %e, "cannot start a serving thread"),
                 };
-                runtime.block_on(serve(Handed(rx), handler, shutdown, grace));
+                runtime.block_on(serve_conns(Handed(rx), conns, shutdown, grace));
                 let _ = done_tx.send(());
             })?;
         hand.push(tx);
@@ -139,7 +160,7 @@ async fn accept<A: Accept>(listener: &mut A) -> Option<(TcpStream, SocketAddr)> 
 /// Serves `handler` on the connections of `listener` until `shutdown` is
 /// cancelled (or the connections end).
 pub async fn serve<A, H, Fut, B>(
-    mut listener: A,
+    listener: A,
     handler: H,
     shutdown: CancellationToken,
     grace: Duration,
@@ -151,11 +172,105 @@ pub async fn serve<A, H, Fut, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    // Header read timeout (30 s, hyper's default; it also ends idle
-    // keep-alive connections) on a timer that costs no syscall per request.
-    builder.timer(crate::coarse::CoarseTimer::start());
+    serve_conns(listener, hyper_conns(handler), shutdown, grace).await
+}
+
+/// hyper serving `handler` on each connection it is called with.
+fn hyper_conns<H, Fut, B>(
+    handler: H,
+) -> impl FnMut(TcpStream, SocketAddr, CancellationToken) -> BoxedConn + Send + 'static
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    // Made by the first connection, on the runtime that serves them all
+    // (its timer ticks there).
+    let mut builder: Option<Hyper> = None;
+    move |stream, peer, shutdown| {
+        let builder = builder.get_or_insert_with(Hyper::new).clone();
+        let handler = handler.clone();
+        Box::pin(async move { builder.serve(stream, peer, handler, shutdown).await })
+    }
+}
+
+/// The future of one connection served by hyper.
+type BoxedConn = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// hyper's HTTP/1 server as every daemon configures it; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Hyper {
+    builder: http1::Builder,
+}
+
+impl Default for Hyper {
+    fn default() -> Self {
+        Hyper::new()
+    }
+}
+
+impl Hyper {
+    /// The server (its timer ticks on the current runtime).
+    pub fn new() -> Self {
+        let mut builder = http1::Builder::new();
+        // Header read timeout (30 s, hyper's default; it also ends idle
+        // keep-alive connections) on a timer that costs no syscall per request.
+        builder.timer(crate::coarse::CoarseTimer::start());
+        Hyper { builder }
+    }
+
+    /// Serves `handler` on `io` (from `peer`) until the connection ends;
+    /// once `shutdown` is cancelled, it ends after the request in flight.
+    pub async fn serve<I, H, Fut, B>(
+        &self,
+        io: I,
+        peer: SocketAddr,
+        handler: H,
+        shutdown: CancellationToken,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let service = service_fn(move |req| {
+            let fut = handler(req, peer);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let ended = tokio::select! {
+            ended = conn.as_mut() => ended,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = ended {
+            debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Serves each connection of `listener` with `conns` (given the
+/// connection, its peer and `shutdown`, which it watches to end after the
+/// request in flight) until `shutdown`; then waits up to `grace` for the
+/// connections to end.
+pub async fn serve_conns<A, C, Fut>(
+    mut listener: A,
+    mut conns: C,
+    shutdown: CancellationToken,
+    grace: Duration,
+) where
+    A: Accept,
+    C: FnMut(TcpStream, SocketAddr, CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -165,22 +280,13 @@ pub async fn serve<A, H, Fut, B>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let fut = handler(req, peer);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        tracker.spawn(conns(stream, peer, shutdown.clone()));
     }
     drop(listener);
-    info!("draining in-flight requests");
+    tracker.close();
+    info!(connections = tracker.len(), "draining in-flight requests");
     tokio::select! {
-        _ = graceful.shutdown() => info!("all connections closed"),
+        _ = tracker.wait() => info!("all connections closed"),
         _ = tokio::time::sleep(grace) => warn!("grace period over; closing remaining connections"),
     }
 }

@@ -3,15 +3,18 @@
 //! SIGTERM or SIGINT, which the daemon's `run` treats as "drain and stop";
 //! [`http::serve`], the accept loop with graceful draining; and the proxy
 //! header rules ([`headers`], [`trace`]) bismuthfe and bismuthd share; span
-//! export ([`otel`]); the invocation path's HTTP client ([`upstream`]).
+//! export ([`otel`]); the invocation path's HTTP client ([`upstream`]); and
+//! what a proxy's byte-level fast path needs ([`h1`], [`rewind`]).
 
 pub mod coarse;
 pub mod guarded;
+pub mod h1;
 pub mod headers;
 pub mod http;
 pub mod invoke;
 pub mod lines;
 pub mod otel;
+pub mod rewind;
 pub mod trace;
 pub mod upstream;
 

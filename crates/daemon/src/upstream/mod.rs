@@ -16,7 +16,7 @@
 //! (an upstream answering early and closing turns into an error).
 
 mod body;
-mod wire;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -184,7 +184,8 @@ impl Client {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, Error> {
+    /// A new connection to `addr`, with the configured socket options.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, Error> {
         let config = &self.inner.config;
         let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
             .await
@@ -207,7 +208,7 @@ impl Client {
     }
 
     /// The newest idle connection to `addr` that is still open.
-    fn take_idle(&self, addr: SocketAddr) -> Option<TcpStream> {
+    pub fn take_idle(&self, addr: SocketAddr) -> Option<TcpStream> {
         let mut idle = self.inner.idle.lock().ok()?;
         let list = idle.get_mut(&addr)?;
         while let Some(conn) = list.pop() {
@@ -225,7 +226,7 @@ impl Client {
     }
 
     /// Keeps a connection whose last response ended cleanly.
-    fn put_idle(&self, addr: SocketAddr, stream: TcpStream) {
+    pub fn put_idle(&self, addr: SocketAddr, stream: TcpStream) {
         let Ok(mut idle) = self.inner.idle.lock() else {
             return;
         };
