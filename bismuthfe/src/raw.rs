@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bismuth_daemon::h1::{self, RequestHead};
+use bismuth_daemon::h1::{self, field, status_line, RelayedHead, RequestHead};
 use bismuth_daemon::headers::{self, CONTAINER_ID};
 use bismuth_daemon::http::Hyper;
 use bismuth_daemon::otel;
@@ -23,7 +23,7 @@ use bismuth_daemon::rewind::Rewound;
 use bismuth_daemon::upstream::wire::{self, BodyFraming, Decoder, RequestFraming};
 use bismuth_daemon::upstream::Error as UpstreamError;
 use bytes::{Buf, Bytes, BytesMut};
-use http::{header, Method, Response, StatusCode};
+use http::{Method, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -241,10 +241,14 @@ impl Conn {
                     let failed = match tokio::time::timeout(proxy.response_timeout(), sent).await {
                         Ok(Ok((stream, head))) => {
                             let status = head.status;
-                            let (keep, container) = self
+                            let container = span.is_some().then(|| match head.container.clone() {
+                                Some(c) => String::from_utf8_lossy(&self.upbuf[c]).into_owned(),
+                                None => target.backend.container_id.to_string(),
+                            });
+                            let keep = self
                                 .relay(stream, addr, head, &traceparent, target, close)
                                 .await;
-                            outcome = Some((status, keep, Some(container)));
+                            outcome = Some((status, keep, container));
                             break;
                         }
                         Ok(Err(e)) if e.is_connect() => {
@@ -318,7 +322,7 @@ impl Conn {
         addr: SocketAddr,
         method: &Method,
         empty: bool,
-    ) -> Result<(TcpStream, wire::Head), UpstreamError> {
+    ) -> Result<(TcpStream, RelayedHead), UpstreamError> {
         let client = self.proxy.client();
         let (mut stream, mut reused) = match self.upstream.take() {
             // With a body, only if it still looks open: a body is not resent.
@@ -335,7 +339,16 @@ impl Conn {
         };
         loop {
             self.upbuf.clear();
-            match send(&mut stream, &self.req, &mut self.upbuf, method).await {
+            self.out.clear();
+            match send(
+                &mut stream,
+                &self.req,
+                &mut self.upbuf,
+                &mut self.out,
+                method,
+            )
+            .await
+            {
                 Ok(head) => return Ok((stream, head)),
                 Err(UpstreamError::Closed | UpstreamError::Io(_))
                     if reused && empty && self.upbuf.is_empty() =>
@@ -348,64 +361,50 @@ impl Conn {
         }
     }
 
-    /// Writes the response whose head is `head` to the client, its body
-    /// streamed from `up`; keeps `up` for the next request when it can
-    /// carry one. Whether the client connection stays open, and the
-    /// container that answered.
+    /// Writes the response whose head is `head` (its status line and
+    /// headers already in `out`) to the client, its body streamed from
+    /// `up`; keeps `up` for the next request when it can carry one.
+    /// Whether the client connection stays open.
     async fn relay(
         &mut self,
         mut up: TcpStream,
         addr: SocketAddr,
-        head: wire::Head,
+        head: RelayedHead,
         traceparent: &str,
         target: &Target,
         close: bool,
-    ) -> (bool, String) {
-        let wire::Head {
-            status,
-            headers: mut fields,
-            framing,
-            reusable,
-        } = head;
-        headers::strip_hop_by_hop(&mut fields);
-        let rechunk = matches!(framing, BodyFraming::Chunked | BodyFraming::UntilClose);
-        if rechunk {
-            fields.remove(header::CONTENT_LENGTH);
-        }
+    ) -> bool {
+        self.upbuf.advance(head.len);
         let close = close || self.shutdown.is_cancelled();
         let out = &mut self.out;
-        out.clear();
-        status_line(out, status);
-        for (name, value) in &fields {
-            field(out, name.as_str().as_bytes(), value.as_bytes());
-        }
         field(out, b"traceparent", traceparent.as_bytes());
-        let container = match fields.get(&CONTAINER_ID) {
-            Some(c) => String::from_utf8_lossy(c.as_bytes()).into_owned(),
-            None => {
-                let c = target.backend.container_id.to_string();
-                field(out, CONTAINER_ID.as_str().as_bytes(), c.as_bytes());
-                c
-            }
-        };
-        if rechunk {
+        if head.container.is_none() {
+            let mut id = uuid::Uuid::encode_buffer();
+            let id = target
+                .backend
+                .container_id
+                .hyphenated()
+                .encode_lower(&mut id);
+            field(out, CONTAINER_ID.as_str().as_bytes(), id.as_bytes());
+        }
+        if head.rechunk() {
             field(out, b"transfer-encoding", b"chunked");
         }
         if close {
             field(out, b"connection", b"close");
         }
         out.extend_from_slice(b"\r\n");
-        let relayed = match framing {
+        let relayed = match head.framing {
             BodyFraming::Empty => self.flush().await,
             BodyFraming::Length(n) => self.relay_length(&mut up, n).await,
-            BodyFraming::Chunked | BodyFraming::UntilClose => {
+            framing @ (BodyFraming::Chunked | BodyFraming::UntilClose) => {
                 self.relay_chunks(&mut up, framing).await
             }
         };
-        if relayed && reusable && self.upbuf.is_empty() {
+        if relayed && head.reusable && self.upbuf.is_empty() {
             self.upstream = Some(Upstream { addr, stream: up });
         }
-        (relayed && !close, container)
+        relayed && !close
     }
 
     /// A body of `n` bytes, as it came.
@@ -541,16 +540,18 @@ fn forwarded(
     fwd.extend_from_slice(&buf[head.len..head.total_len()]);
 }
 
-/// Writes `req` to `stream` and reads the response head into `buf`.
+/// Writes `req` to `stream` and reads the response head into `buf`, its
+/// status line and the headers to pass on written into `out`.
 async fn send(
     stream: &mut TcpStream,
     req: &[u8],
     buf: &mut BytesMut,
+    out: &mut BytesMut,
     method: &Method,
-) -> Result<wire::Head, UpstreamError> {
+) -> Result<RelayedHead, UpstreamError> {
     stream.write_all(req).await?;
     loop {
-        if let Some(head) = wire::parse_head(buf, method)? {
+        if let Some(head) = h1::relay_response_head(buf, method, out)? {
             return Ok(head);
         }
         if buf.capacity() - buf.len() < 4096 {
@@ -570,19 +571,4 @@ async fn send(
 fn quiet(stream: &TcpStream) -> bool {
     let mut probe = [0u8; 1];
     matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
-
-fn status_line(out: &mut BytesMut, status: StatusCode) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }

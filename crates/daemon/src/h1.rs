@@ -1,6 +1,7 @@
-//! A request head parsed in place, for a proxy's byte-level fast path:
-//! where its parts lie in the connection's buffer, which headers are passed
-//! on, and whether the fast path serves it at all (else hyper does).
+//! A proxy's byte-level fast path: a request head parsed in place (where
+//! its parts lie in the connection's buffer, which headers are passed on,
+//! and whether the fast path serves it at all; else hyper does), and a
+//! response head written on as it is parsed ([`relay_response_head`]).
 //!
 //! The fast path takes HTTP/1.1 requests in origin form (`/path?query`)
 //! with no body or a `Content-Length` one of at most [`MAX_BODY`] bytes, no
@@ -11,7 +12,11 @@
 
 use std::ops::Range;
 
-use http::Method;
+use bytes::BytesMut;
+use http::{Method, StatusCode};
+
+use crate::upstream::wire::{self, BodyFraming};
+use crate::upstream::Error;
 
 /// Longest request head the fast path reads.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -184,6 +189,154 @@ pub fn text(buf: &[u8], range: Range<usize>) -> &str {
     std::str::from_utf8(&buf[range]).unwrap_or("")
 }
 
+/// Response headers a proxy does not pass on: hop-by-hop ones, and the
+/// framing it sets itself.
+const NOT_RELAYED: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What [`relay_response_head`] found in a response head.
+#[derive(Debug)]
+pub struct RelayedHead {
+    /// Bytes of the head, interim responses before it included.
+    pub len: usize,
+    pub status: StatusCode,
+    pub framing: BodyFraming,
+    /// Whether the connection may carry another request after this body.
+    pub reusable: bool,
+    /// Where the `x-bismuth-container-id` value lies, if the response has one.
+    pub container: Option<Range<usize>>,
+}
+
+impl RelayedHead {
+    /// Whether the body goes on chunked (it came chunked or until close).
+    pub fn rechunk(&self) -> bool {
+        matches!(self.framing, BodyFraming::Chunked | BodyFraming::UntilClose)
+    }
+}
+
+/// Parses the response head (to a request with `method`) at the start of
+/// `buf`, skipping interim 1xx responses, and writes its status line and
+/// the headers to pass on into `out` (without the blank line: the caller
+/// adds its own headers first). Hop-by-hop headers and those `Connection`
+/// lists are left out, and `Content-Length` too when the body is to be
+/// re-chunked. `Ok(None)`: incomplete (nothing written).
+pub fn relay_response_head(
+    buf: &[u8],
+    method: &Method,
+    out: &mut BytesMut,
+) -> Result<Option<RelayedHead>, Error> {
+    let mut start = 0;
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; 128];
+        let mut response = httparse::Response::new(&mut slots);
+        let len = match response.parse(&buf[start..]) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > wire::MAX_HEAD => {
+                return Err(Error::BadResponse(format!(
+                    "response head over {} bytes",
+                    wire::MAX_HEAD
+                )))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(Error::BadResponse(format!("malformed response head: {e}"))),
+        };
+        let code = response.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| Error::BadResponse(format!("bad status code {code}")))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::BadResponse(
+                "protocol upgrades are not proxied".into(),
+            ));
+        }
+        if status.is_informational() {
+            start += len;
+            continue;
+        }
+        // First the framing and what `Connection` says, then the write.
+        let mut close = false;
+        let mut listed = false;
+        let mut coding = None;
+        let mut length = None;
+        for h in response.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                        listed = true;
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                coding = Some(h.value);
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                length = Some(wire::content_length(length, h.value)?);
+            }
+        }
+        let framing = wire::framing(status, method, coding, length);
+        let rechunk = matches!(framing, BodyFraming::Chunked | BodyFraming::UntilClose);
+        let is_listed = |name: &str| {
+            listed
+                && response
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                    .flat_map(|h| h.value.split(|&b| b == b','))
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+        };
+        let base = buf.as_ptr() as usize;
+        status_line(out, status);
+        let mut container = None;
+        for h in response.headers.iter() {
+            let name = h.name;
+            if NOT_RELAYED.iter().any(|n| name.eq_ignore_ascii_case(n))
+                || (rechunk && name.eq_ignore_ascii_case("content-length"))
+                || is_listed(name)
+            {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("x-bismuth-container-id") {
+                let at = h.value.as_ptr() as usize - base;
+                container = Some(at..at + h.value.len());
+            }
+            field(out, name.as_bytes(), h.value);
+        }
+        let reusable = response.version == Some(1) && !close && framing != BodyFraming::UntilClose;
+        return Ok(Some(RelayedHead {
+            len: start + len,
+            status,
+            framing,
+            reusable,
+            container,
+        }));
+    }
+}
+
+/// Writes an HTTP/1.1 status line.
+pub fn status_line(out: &mut BytesMut, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a header line.
+pub fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +408,69 @@ mod tests {
             .flatten()
             .collect();
         assert!(parse(&many).is_err());
+    }
+
+    fn relay(wire: &[u8], method: Method) -> (RelayedHead, String) {
+        let mut out = BytesMut::new();
+        let head = relay_response_head(wire, &method, &mut out)
+            .unwrap()
+            .unwrap();
+        (head, String::from_utf8(out.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn relays_a_response_head_without_its_hop_by_hop_headers() {
+        let wire = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A: 1\r\n\
+            Connection: keep-alive, x-secret\r\nx-secret: s\r\nKeep-Alive: 5\r\n\
+            x-bismuth-container-id: c1\r\ncontent-length: 2\r\n\r\nok";
+        let (head, out) = relay(wire, Method::GET);
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nX-A: 1\r\nx-bismuth-container-id: c1\r\ncontent-length: 2\r\n"
+        );
+        assert_eq!(&wire[head.len..], b"ok");
+        assert_eq!(head.framing, BodyFraming::Length(2));
+        assert!(head.reusable && !head.rechunk());
+        assert_eq!(&wire[head.container.unwrap()], b"c1");
+
+        let (head, out) = relay(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!(out, "HTTP/1.1 200 OK\r\n");
+        assert!(head.rechunk() && head.reusable);
+
+        let (head, _) = relay(
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+            Method::GET,
+        );
+        assert!(!head.reusable);
+        let (head, _) = relay(b"HTTP/1.0 200 OK\r\n\r\n", Method::GET);
+        assert_eq!(head.framing, BodyFraming::UntilClose);
+        assert!(!head.reusable);
+        let (head, out) = relay(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+            Method::HEAD,
+        );
+        assert_eq!(head.framing, BodyFraming::Empty);
+        assert!(
+            out.contains("content-length: 5"),
+            "a HEAD answer keeps its length"
+        );
+
+        let mut out = BytesMut::new();
+        assert!(
+            relay_response_head(b"HTTP/1.1 200 OK\r\nx: ", &Method::GET, &mut out)
+                .unwrap()
+                .is_none()
+        );
+        assert!(out.is_empty());
+        for bad in [
+            &b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            b"garbage\r\n\r\n",
+        ] {
+            assert!(relay_response_head(bad, &Method::GET, &mut out).is_err());
+        }
     }
 }

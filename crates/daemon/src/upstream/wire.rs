@@ -197,44 +197,57 @@ fn body_framing(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<BodyFraming, Error> {
+    let coding = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .map(HeaderValue::as_bytes);
+    let mut length = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        length = Some(content_length(length, v.as_bytes())?);
+    }
+    Ok(framing(status, method, coding, length))
+}
+
+/// A `Content-Length` value, checked against one seen before (`prior`).
+pub fn content_length(prior: Option<u64>, value: &[u8]) -> Result<u64, Error> {
+    let n: u64 = std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| Error::BadResponse("bad content-length".into()))?;
+    if prior.is_some_and(|l| l != n) {
+        return Err(Error::BadResponse("conflicting content-lengths".into()));
+    }
+    Ok(n)
+}
+
+/// How the body of a response to `method` with `status` is delimited,
+/// given its last `Transfer-Encoding` value and its `Content-Length`.
+pub fn framing(
+    status: StatusCode,
+    method: &Method,
+    transfer_encoding: Option<&[u8]>,
+    length: Option<u64>,
+) -> BodyFraming {
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Ok(BodyFraming::Empty);
+        return BodyFraming::Empty;
     }
-    if let Some(te) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
-        let last = te
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case("chunked") => BodyFraming::Chunked,
-            _ => BodyFraming::UntilClose,
-        });
+    if let Some(te) = transfer_encoding {
+        let last = te.rsplit(|&b| b == b',').next().unwrap_or_default();
+        return if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::UntilClose
+        };
     }
-    let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        let n: u64 = v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| Error::BadResponse("bad content-length".into()))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(Error::BadResponse("conflicting content-lengths".into()));
-        }
-        length = Some(n);
-    }
-    Ok(match length {
+    match length {
         Some(0) => BodyFraming::Empty,
         Some(n) => BodyFraming::Length(n),
         None => BodyFraming::UntilClose,
-    })
+    }
 }
 
 /// Decodes a response body from bytes as they arrive.
