@@ -88,15 +88,15 @@ fn main() -> anyhow::Result<()> {
         rt.block_on(std::future::pending::<()>())
     });
 
-    let (mut fe, fe_port) = start_fe(&zookeeper, backend_port, &[])?;
-    let (mut bare, bare_port) = start_fe(&zookeeper, backend_port, &["--no-metrics"])?;
+    let (fe, fe_port) = start_fe(&zookeeper, backend_port, &[])?;
+    let (bare, bare_port) = start_fe(&zookeeper, backend_port, &["--no-metrics"])?;
     let otlp_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let receiver = otlp_rt.block_on(OtlpReceiver::start())?;
     let endpoint = receiver.endpoint();
     std::thread::spawn(move || otlp_rt.block_on(std::future::pending::<()>()));
-    let (mut traced, traced_port) =
+    let (traced, traced_port) =
         start_fe(&zookeeper, backend_port, &["--otlp-endpoint", &endpoint])?;
     for port in [fe_port, bare_port, traced_port] {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -113,8 +113,8 @@ fn main() -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let backend = format!("{NODE}:{backend_port}");
-    let (mut haproxy, haproxy_port) = start_peer("haproxy", dir.path(), &backend, cid)?;
-    let (mut nginx, nginx_port) = start_peer("nginx", dir.path(), &backend, cid)?;
+    let (haproxy, haproxy_port) = start_peer("haproxy", dir.path(), &backend, cid)?;
+    let (nginx, nginx_port) = start_peer("nginx", dir.path(), &backend, cid)?;
     for port in [haproxy_port, nginx_port] {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -167,16 +167,7 @@ fn main() -> anyhow::Result<()> {
     let loaded_rss = bench::rss_kib(fe.id()).0;
     let bare_rss = bench::rss_kib(bare.id()).0;
     let traced_rss = bench::rss_kib(traced.id()).0;
-    // nginx's master stops its worker on SIGTERM (killed, it would leave
-    // the worker serving); the rest are simply killed.
-    let _ = Command::new("kill")
-        .args(["-TERM", &nginx.id().to_string()])
-        .status();
-    let _ = nginx.wait();
-    for p in [&mut fe, &mut bare, &mut traced, &mut haproxy] {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
+    drop((fe, bare, traced, haproxy, nginx));
 
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let median = |mut v: Vec<f64>| {
@@ -239,12 +230,40 @@ fn main() -> anyhow::Result<()> {
 
 /// Starts HAProxy or nginx (`name`) from its config in `deploy/bench/`,
 /// listening on a free loopback port and forwarding to `backend`.
+/// A child process stopped when dropped, on every way out of `main` (an
+/// error included): nginx's master with SIGTERM, so that it stops its
+/// worker (killed, it would leave the worker serving), the rest killed.
+struct Reaped(std::process::Child);
+
+impl Reaped {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn start_peer(
     name: &str,
     dir: &std::path::Path,
     backend: &str,
     cid: uuid::Uuid,
-) -> anyhow::Result<(std::process::Child, u16)> {
+) -> anyhow::Result<(Reaped, u16)> {
     let port = free_port()?;
     let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy/bench")
@@ -270,7 +289,7 @@ fn start_peer(
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| anyhow::anyhow!("cannot run {name}: {e} (apt-get install {name})"))?;
-    Ok((child, port))
+    Ok((Reaped(child), port))
 }
 
 /// Starts the release bismuthfe with `extra` flags; the child and its port.
@@ -278,7 +297,7 @@ fn start_fe(
     zookeeper: &ZooKeeper,
     backend_port: u16,
     extra: &[&str],
-) -> anyhow::Result<(std::process::Child, u16)> {
+) -> anyhow::Result<(Reaped, u16)> {
     let fe_port = free_port()?;
     let exe = std::env::current_exe()?;
     let fe_bin = exe
@@ -314,7 +333,7 @@ fn start_fe(
                 fe_bin.display()
             )
         })?;
-    Ok((fe, fe_port))
+    Ok((Reaped(fe), fe_port))
 }
 
 fn wrk(url: &str, host: &str, threads: u32, conns: u32, seconds: u64) -> anyhow::Result<WrkStats> {

@@ -171,7 +171,7 @@ async fn scripted(addr: SocketAddr) {
                             "chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n".to_vec(),
                             "close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil close".to_vec(),
                             "empty" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
-                            _ => [format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", head.len()).as_bytes(), &head].concat(),
+                            _ => [format!("HTTP/1.1 200 OK\r\ntraceparent: backend\r\ncontent-length: {}\r\n\r\n", head.len()).as_bytes(), &head].concat(),
                         }
                     };
                     if s.write_all(&reply).await.is_err() || path == "close" {
@@ -230,6 +230,13 @@ async fn pipelined_requests_get_every_framing_back_in_order() {
     assert_eq!(empty.status, 204);
 
     let echo = c.response(false).await;
+    let traces: Vec<_> = echo
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "traceparent")
+        .collect();
+    assert_eq!(traces.len(), 1, "ours replaces the backend's: {traces:?}");
+    assert_ne!(traces[0].1, "backend");
     let sent = String::from_utf8(echo.body).unwrap();
     let lines: Vec<&str> = sent.split("\r\n").collect();
     assert_eq!(

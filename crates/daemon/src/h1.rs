@@ -190,8 +190,9 @@ pub fn text(buf: &[u8], range: Range<usize>) -> &str {
 }
 
 /// Response headers a proxy does not pass on: hop-by-hop ones, and the
-/// framing it sets itself.
-const NOT_RELAYED: [&str; 8] = [
+/// framing and trace context it sets itself.
+const NOT_RELAYED: [&str; 9] = [
+    "traceparent",
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -420,7 +421,7 @@ mod tests {
 
     #[test]
     fn relays_a_response_head_without_its_hop_by_hop_headers() {
-        let wire = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A: 1\r\n\
+        let wire = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A: 1\r\ntraceparent: t\r\n\
             Connection: keep-alive, x-secret\r\nx-secret: s\r\nKeep-Alive: 5\r\n\
             x-bismuth-container-id: c1\r\ncontent-length: 2\r\n\r\nok";
         let (head, out) = relay(wire, Method::GET);
