@@ -303,11 +303,9 @@ impl Conn {
         );
         req.extend_from_slice(&self.tail);
         req.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        let mut host = Vec::with_capacity(24);
-        headers::push_ip(&mut host, addr.ip());
-        host.push(b':');
-        headers::push_decimal(&mut host, u64::from(addr.port()));
-        req.extend_from_slice(&host);
+        headers::push_ip(req, addr.ip());
+        req.extend_from_slice(b":");
+        headers::push_decimal(req, u64::from(addr.port()));
         req.extend_from_slice(b"\r\n");
         req.extend_from_slice(&self.fwd);
     }
@@ -522,9 +520,7 @@ fn forwarded(
         fwd.extend_from_slice(&buf[prior.clone()]);
         fwd.extend_from_slice(b", ");
     }
-    let mut ip = Vec::with_capacity(40);
-    headers::push_ip(&mut ip, peer.ip());
-    fwd.extend_from_slice(&ip);
+    headers::push_ip(fwd, peer.ip());
     fwd.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     if let Some(host) = &head.host {
         field(fwd, b"x-forwarded-host", &buf[host.clone()]);
@@ -532,9 +528,9 @@ fn forwarded(
     field(fwd, b"traceparent", traceparent.as_bytes());
     let length = head.content_length;
     if RequestFraming::for_body(head.method(), Some(length)) != RequestFraming::None {
-        let mut n = Vec::with_capacity(8);
-        headers::push_decimal(&mut n, length);
-        field(fwd, b"content-length", &n);
+        fwd.extend_from_slice(b"content-length: ");
+        headers::push_decimal(fwd, length);
+        fwd.extend_from_slice(b"\r\n");
     }
     fwd.extend_from_slice(b"\r\n");
     fwd.extend_from_slice(&buf[head.len..head.total_len()]);

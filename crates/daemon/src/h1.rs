@@ -238,29 +238,14 @@ pub fn relay_response_head(
     loop {
         let mut slots = [httparse::EMPTY_HEADER; 128];
         let mut response = httparse::Response::new(&mut slots);
-        let len = match response.parse(&buf[start..]) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > wire::MAX_HEAD => {
-                return Err(Error::BadResponse(format!(
-                    "response head over {} bytes",
-                    wire::MAX_HEAD
-                )))
+        let (len, status) = match wire::parse_status(&mut response, &buf[start..], buf.len())? {
+            wire::Status::Partial => return Ok(None),
+            wire::Status::Interim(len) => {
+                start += len;
+                continue;
             }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(Error::BadResponse(format!("malformed response head: {e}"))),
+            wire::Status::Final(len, status) => (len, status),
         };
-        let code = response.code.unwrap_or(0);
-        let status = StatusCode::from_u16(code)
-            .map_err(|_| Error::BadResponse(format!("bad status code {code}")))?;
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Error::BadResponse(
-                "protocol upgrades are not proxied".into(),
-            ));
-        }
-        if status.is_informational() {
-            start += len;
-            continue;
-        }
         // First the framing and what `Connection` says, then the write.
         let mut close = false;
         let mut listed = false;

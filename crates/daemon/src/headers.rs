@@ -67,25 +67,22 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&Head
 }
 
 /// Appends `ip` as text; IPv4 without the formatter (this runs per request).
-pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+pub fn push_ip(out: &mut impl bytes::BufMut, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    out.put_u8(b'.');
                 }
                 push_decimal(out, u64::from(octet));
             }
         }
-        IpAddr::V6(v6) => {
-            use std::io::Write;
-            let _ = write!(out, "{v6}");
-        }
+        IpAddr::V6(v6) => out.put_slice(v6.to_string().as_bytes()),
     }
 }
 
 /// Appends `n` in decimal.
-pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub fn push_decimal(out: &mut impl bytes::BufMut, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -96,7 +93,7 @@ pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    out.put_slice(&digits[i..]);
 }
 
 #[cfg(test)]

@@ -118,28 +118,14 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
     loop {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut slots);
-        let len = match response.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(Error::BadResponse(format!(
-                    "response head over {MAX_HEAD} bytes"
-                )))
+        let (len, status) = match parse_status(&mut response, buf, buf.len())? {
+            Status::Partial => return Ok(None),
+            Status::Interim(len) => {
+                buf.advance(len);
+                continue;
             }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(Error::BadResponse(format!("malformed response head: {e}"))),
+            Status::Final(len, status) => (len, status),
         };
-        let code = response.code.unwrap_or(0);
-        let status = StatusCode::from_u16(code)
-            .map_err(|_| Error::BadResponse(format!("bad status code {code}")))?;
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Error::BadResponse(
-                "protocol upgrades are not proxied".into(),
-            ));
-        }
-        if status.is_informational() {
-            buf.advance(len);
-            continue;
-        }
         let http11 = response.version == Some(1);
         // Where each name and value lies in the head, so that the values
         // can share the head's bytes instead of each being copied.
@@ -175,6 +161,50 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
             reusable,
         }));
     }
+}
+
+/// Where [`parse_status`] got to in a response head.
+#[derive(Debug)]
+pub enum Status {
+    /// Incomplete: read more.
+    Partial,
+    /// An interim 1xx response this long, to skip.
+    Interim(usize),
+    /// The final response's head, this long, with its status.
+    Final(usize, StatusCode),
+}
+
+/// Parses a response head from `head` into `response` and checks its
+/// status (`buffered`: how much is waiting in all, for the size bound).
+/// Upgrades are refused: they are not proxied.
+pub fn parse_status<'h, 'b>(
+    response: &mut httparse::Response<'h, 'b>,
+    head: &'b [u8],
+    buffered: usize,
+) -> Result<Status, Error> {
+    let len = match response.parse(head) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buffered > MAX_HEAD => {
+            return Err(Error::BadResponse(format!(
+                "response head over {MAX_HEAD} bytes"
+            )))
+        }
+        Ok(httparse::Status::Partial) => return Ok(Status::Partial),
+        Err(e) => return Err(Error::BadResponse(format!("malformed response head: {e}"))),
+    };
+    let code = response.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| Error::BadResponse(format!("bad status code {code}")))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Error::BadResponse(
+            "protocol upgrades are not proxied".into(),
+        ));
+    }
+    Ok(if status.is_informational() {
+        Status::Interim(len)
+    } else {
+        Status::Final(len, status)
+    })
 }
 
 fn has_token(value: &HeaderValue, token: &str) -> bool {
