@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedReadHalf;
 use tokio_stream::wrappers::ReceiverStream;
@@ -43,13 +42,17 @@ enum Outcome {
 }
 
 /// Runs the function once for `req`.
-pub async fn run(
+pub async fn run<B>(
     h: &Handle,
     t: &Target,
-    req: Request<Incoming>,
+    req: Request<B>,
     rest: &str,
     timeout: Duration,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError> + Send,
+{
     let stream = match crate::files::connect_runner(&t.runner_socket).await {
         Ok(s) => s,
         Err(e) => {

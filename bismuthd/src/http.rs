@@ -7,14 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bismuth_daemon::headers::{CONTAINER_ID, TRACEPARENT};
-use bismuth_daemon::{otel, trace};
+use bismuth_daemon::otel;
 use bismuth_model::{ContainerState, InvokeMode};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use opentelemetry::KeyValue;
 
-use crate::node::{Node, Target};
+use crate::node::{Handle, Node, Target};
 use crate::respond::{error, full, json, Body};
 use crate::{exec, logs, proxy};
 use bismuth_daemon::guarded::Guarded;
@@ -36,7 +35,11 @@ impl Server {
     }
 
     /// Routes one request.
-    pub async fn handle(self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    pub async fn handle<B>(self, req: Request<B>, _peer: SocketAddr) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+        B::Error: Into<crate::respond::BoxError> + Send,
+    {
         let path = req.uri().path().to_owned();
         if path == "/healthz" {
             return self.healthz();
@@ -125,7 +128,10 @@ impl Server {
             );
         };
         let calls = bismuth_model::Calls {
-            calls: self.node.calls.recent(function, limit),
+            calls: self
+                .node
+                .calls
+                .recent(function, limit, self.node.cfg.node_ip),
         };
         json(
             StatusCode::OK,
@@ -177,73 +183,37 @@ impl Server {
         )
     }
 
-    async fn invoke(&self, cid: uuid::Uuid, rest: &str, req: Request<Incoming>) -> Response<Body> {
+    async fn invoke<B>(&self, cid: uuid::Uuid, rest: &str, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+        B::Error: Into<crate::respond::BoxError> + Send,
+    {
         let Some(h) = self.node.get(cid) else {
             return error(
                 StatusCode::NOT_FOUND,
                 format!("container {cid} does not run on this node"),
             );
         };
-        let Some(target) = h.running_target() else {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("container {cid} is {:?}, not Running", h.state()),
-            );
-        };
-        let arrived = (std::time::SystemTime::now(), std::time::Instant::now());
-        // In flight from now until the response's last byte, waiting for a
-        // slot included: what the autoscaler reads.
-        let load = bismuth_metrics::load::OwnedLoadGuard::begin(Arc::clone(&h.load));
-        let slot = match acquire_slot(&target).await {
-            Ok(slot) => slot,
-            Err(busy) => return busy,
+        let incoming = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+        let mut call = match self.begin(h, req.method(), incoming).await {
+            Ok(call) => call,
+            Err(early) => return early,
         };
         let mut req = req;
-        let (mut span, traceparent) = otel::hop(
-            self.node.tracer.as_ref(),
-            "bismuthd invoke",
-            req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()),
-            || {
-                vec![
-                    KeyValue::new("bismuth.function_id", target.function_id.to_string()),
-                    KeyValue::new("bismuth.container_id", cid.to_string()),
-                    KeyValue::new("http.request.method", req.method().to_string()),
-                ]
-            },
-        );
         // The function sees this hop's traceparent (a header for a Server,
         // TRACEPARENT in its environment for an Executable).
-        let traceparent_value = HeaderValue::from_str(&traceparent).ok();
+        let traceparent_value = HeaderValue::from_str(&call.traceparent).ok();
         if let Some(v) = &traceparent_value {
             req.headers_mut().insert(TRACEPARENT, v.clone());
         }
-        let cold = !h.served.swap(true, std::sync::atomic::Ordering::Relaxed);
-        let mut resp = match &target.def.invoke_mode {
+        let mut resp = match &call.target.def.invoke_mode {
             InvokeMode::Server(_, port) => {
-                proxy::forward(&self.client, &target, *port, req, rest).await
+                proxy::forward(&self.client, &call.target, *port, req, rest).await
             }
             InvokeMode::Executable(_) => {
-                exec::run(&h, &target, req, rest, self.node.cfg.exec_timeout).await
+                exec::run(&call.h, &call.target, req, rest, self.node.cfg.exec_timeout).await
             }
         };
-        let status = resp.status().as_u16();
-        if let Some(span) = span.as_mut() {
-            span.status(status);
-            span.set(KeyValue::new("bismuth.cold", cold));
-        }
-        self.node.metrics.invoked(target.function_id, status, cold);
-        self.node.calls.record(
-            target.function_id,
-            bismuth_model::CallRecord {
-                id: trace::trace_id(&traceparent).to_owned(),
-                container_id: cid,
-                node: self.node.cfg.node_ip,
-                start: humantime::format_rfc3339_millis(arrived.0).to_string(),
-                duration_ms: arrived.1.elapsed().as_secs_f64() * 1000.0,
-                status,
-                cold,
-            },
-        );
         let headers = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&cid.to_string()) {
             headers.insert(CONTAINER_ID, v);
@@ -251,7 +221,77 @@ impl Server {
         if let Some(v) = traceparent_value {
             headers.insert(TRACEPARENT, v);
         }
-        resp.map(|body| Guarded::new(body, (slot, load)).boxed())
+        self.finish(&mut call, resp.status());
+        resp.map(|body| Guarded::new(body, call.held).boxed())
+    }
+
+    /// Starts an invocation of the container `h` with `method` (and the
+    /// caller's trace context): the container must be Running, and a slot
+    /// of its concurrency free (waited for). Else the answer.
+    pub(crate) async fn begin(
+        &self,
+        h: Arc<Handle>,
+        method: &Method,
+        incoming: Option<&str>,
+    ) -> Result<Call, Response<Body>> {
+        let cid = h.cid;
+        let Some(target) = h.running_target() else {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("container {cid} is {:?}, not Running", h.state()),
+            ));
+        };
+        let arrived = (std::time::SystemTime::now(), std::time::Instant::now());
+        // In flight from now until the response's last byte, waiting for a
+        // slot included: what the autoscaler reads.
+        let load = bismuth_metrics::load::OwnedLoadGuard::begin(Arc::clone(&h.load));
+        let slot = acquire_slot(&target).await?;
+        let (span, traceparent) = otel::hop(
+            self.node.tracer.as_ref(),
+            "bismuthd invoke",
+            incoming,
+            || {
+                vec![
+                    KeyValue::new("bismuth.function_id", target.function_id.to_string()),
+                    KeyValue::new("bismuth.container_id", cid.to_string()),
+                    KeyValue::new("http.request.method", method.to_string()),
+                ]
+            },
+        );
+        let cold = !h.served.swap(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(Call {
+            h,
+            target,
+            traceparent,
+            span,
+            arrived,
+            cold,
+            held: (slot, load),
+        })
+    }
+
+    /// Records `call` at its response head with `status`: counted, in
+    /// the call records, its span's status set (the span ends, and the
+    /// slot and load count are released, when `call` is dropped).
+    pub(crate) fn finish(&self, call: &mut Call, status: StatusCode) {
+        let status = status.as_u16();
+        if let Some(span) = call.span.as_mut() {
+            span.status(status);
+            span.set(KeyValue::new("bismuth.cold", call.cold));
+        }
+        let function = call.target.function_id;
+        self.node.metrics.invoked(function, status, call.cold);
+        self.node.calls.record(
+            function,
+            crate::calls::Call {
+                trace_id: crate::calls::Call::trace_id_of(&call.traceparent),
+                container_id: call.h.cid,
+                start: call.arrived.0,
+                duration_ms: call.arrived.1.elapsed().as_secs_f64() * 1000.0,
+                status,
+                cold: call.cold,
+            },
+        );
     }
 
     /// `GET /load`: every container's requests in flight, their integral
@@ -285,6 +325,25 @@ impl Server {
         )
     }
 }
+
+/// An invocation under way ([`Server::begin`] to [`Server::finish`]).
+pub(crate) struct Call {
+    pub h: Arc<Handle>,
+    pub target: Arc<Target>,
+    /// This hop's trace context, as the function sees it.
+    pub traceparent: String,
+    span: Option<otel::Span>,
+    arrived: (std::time::SystemTime, std::time::Instant),
+    cold: bool,
+    pub held: Held,
+}
+
+/// What an invocation holds until its response's last byte: its slot of
+/// the container's concurrency and its count in the container's load.
+pub(crate) type Held = (
+    tokio::sync::OwnedSemaphorePermit,
+    bismuth_metrics::load::OwnedLoadGuard,
+);
 
 /// Requests waiting for a slot beyond which an instance answers 503 (the
 /// frontends send elsewhere and the autoscaler adds instances long before).

@@ -29,6 +29,7 @@ mod metrics;
 pub mod net;
 mod node;
 mod proxy;
+mod raw;
 mod reconcile;
 mod respond;
 mod rootfs;
@@ -149,9 +150,17 @@ pub async fn run(
     // from the reconcile loops and watches on this runtime.
     let make = |_| {
         let server = http::Server::new(Arc::clone(&node));
-        move |req, peer| server.clone().handle(req, peer)
+        // hyper, for the connections the fast path hands over; made on the
+        // serving thread by its first connection (its timer ticks there).
+        let mut hyper = None;
+        move |stream, peer, shutdown| {
+            let hyper = hyper
+                .get_or_insert_with(bismuth_daemon::http::Hyper::new)
+                .clone();
+            raw::serve(server.clone(), hyper, stream, peer, shutdown)
+        }
     };
-    bismuth_daemon::http::serve_threads(
+    bismuth_daemon::http::serve_threads_conns(
         listener,
         cfg.serve_threads,
         "bismuthd-http",

@@ -8,7 +8,6 @@ use bismuth_daemon::headers;
 use bismuth_daemon::upstream;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tracing::debug;
 
 use crate::node::Target;
@@ -28,13 +27,17 @@ pub fn client() -> Client {
 
 /// Proxies `req` (its `traceparent` already this hop's) to
 /// `http://{container ip}:{port}{rest}?{query}`.
-pub async fn forward(
+pub async fn forward<B>(
     client: &Client,
     target: &Target,
     port: u16,
-    req: Request<Incoming>,
+    req: Request<B>,
     rest: &str,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<crate::respond::BoxError>,
+{
     let (mut parts, body) = req.into_parts();
     let (sep, query) = match parts.uri.query() {
         Some(q) => ("?", q),
@@ -55,12 +58,15 @@ pub async fn forward(
             headers::strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.map_err(Into::into).boxed())
         }
-        Err(e) => {
-            debug!(error = %e, "container did not answer");
-            error(
-                StatusCode::BAD_GATEWAY,
-                format!("the function did not answer on port {port}: {e}"),
-            )
-        }
+        Err(e) => unanswered(port, &e),
     }
+}
+
+/// The answer when the container did not answer on `port`.
+pub fn unanswered(port: u16, e: &upstream::Error) -> Response<Body> {
+    debug!(error = %e, "container did not answer");
+    error(
+        StatusCode::BAD_GATEWAY,
+        format!("the function did not answer on port {port}: {e}"),
+    )
 }

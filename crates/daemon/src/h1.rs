@@ -10,6 +10,7 @@
 //! than [`MAX_HEADERS`] headers, malformed ones) is [`Unsupported`] and the
 //! connection is handed to hyper, which answers it as before.
 
+use std::net::SocketAddr;
 use std::ops::Range;
 
 use bytes::BytesMut;
@@ -17,6 +18,9 @@ use http::{Method, StatusCode};
 
 use crate::upstream::wire::{self, BodyFraming};
 use crate::upstream::Error;
+
+pub mod conn;
+pub use conn::{Conn, Next};
 
 /// Longest request head the fast path reads.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -68,6 +72,9 @@ pub struct RequestHead {
     pub traceparent: Option<Range<usize>>,
     /// Every `X-Forwarded-For` value, in order.
     pub forwarded_for: Vec<Range<usize>>,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` (the last of each).
+    pub forwarded_proto: Option<Range<usize>>,
+    pub forwarded_host: Option<Range<usize>>,
     /// The body's length (0 without `Content-Length`).
     pub content_length: u64,
     /// Whether the client asked to close the connection after this request.
@@ -113,6 +120,8 @@ impl RequestHead {
         self.host = None;
         self.traceparent = None;
         self.forwarded_for.clear();
+        self.forwarded_proto = None;
+        self.forwarded_host = None;
         self.content_length = 0;
         self.close = false;
         self.passed.clear();
@@ -152,6 +161,10 @@ impl RequestHead {
                 self.traceparent = Some(at(h.value));
             } else if name.eq_ignore_ascii_case("x-forwarded-for") {
                 self.forwarded_for.push(at(h.value));
+            } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+                self.forwarded_proto = Some(at(h.value));
+            } else if name.eq_ignore_ascii_case("x-forwarded-host") {
+                self.forwarded_host = Some(at(h.value));
             } else if !NOT_PASSED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
                 self.passed.push((at(name.as_bytes()), at(h.value)));
             }
@@ -182,6 +195,43 @@ impl RequestHead {
     pub fn total_len(&self) -> usize {
         self.len + self.content_length as usize
     }
+
+    /// Writes the headers to pass on, as they came in `buf`.
+    pub fn write_passed(&self, buf: &[u8], out: &mut BytesMut) {
+        for (name, value) in &self.passed {
+            field(out, &buf[name.clone()], &buf[value.clone()]);
+        }
+    }
+
+    /// Writes the body's `Content-Length` (when the method needs one), the
+    /// blank line ending the head, and the body from `buf`.
+    pub fn write_body(&self, buf: &[u8], out: &mut BytesMut) {
+        let length = self.content_length;
+        if wire::RequestFraming::for_body(self.method(), Some(length)) != wire::RequestFraming::None
+        {
+            out.extend_from_slice(b"content-length: ");
+            crate::headers::push_decimal(out, length);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&buf[self.len..self.total_len()]);
+    }
+}
+
+/// Starts an upstream request in `out` (cleared first): the request line
+/// with `target` (its pieces in order) and the `Host` of `addr`.
+pub fn request_start(out: &mut BytesMut, method: &Method, target: &[&[u8]], addr: SocketAddr) {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    for piece in target {
+        out.extend_from_slice(piece);
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    crate::headers::push_ip(out, addr.ip());
+    out.extend_from_slice(b":");
+    crate::headers::push_decimal(out, u64::from(addr.port()));
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The text at `range` of `buf` (checked to be UTF-8 by the parse).
@@ -190,9 +240,8 @@ pub fn text(buf: &[u8], range: Range<usize>) -> &str {
 }
 
 /// Response headers a proxy does not pass on: hop-by-hop ones, and the
-/// framing and trace context it sets itself.
-const NOT_RELAYED: [&str; 9] = [
-    "traceparent",
+/// framing it sets itself.
+const NOT_RELAYED: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -227,11 +276,13 @@ impl RelayedHead {
 /// `buf`, skipping interim 1xx responses, and writes its status line and
 /// the headers to pass on into `out` (without the blank line: the caller
 /// adds its own headers first). Hop-by-hop headers and those `Connection`
-/// lists are left out, and `Content-Length` too when the body is to be
-/// re-chunked. `Ok(None)`: incomplete (nothing written).
+/// lists are left out, `Content-Length` too when the body is to be
+/// re-chunked, and those named in `own` (lower case: the caller sets
+/// them). `Ok(None)`: incomplete (nothing written).
 pub fn relay_response_head(
     buf: &[u8],
     method: &Method,
+    own: &[&str],
     out: &mut BytesMut,
 ) -> Result<Option<RelayedHead>, Error> {
     let mut start = 0;
@@ -284,6 +335,7 @@ pub fn relay_response_head(
         for h in response.headers.iter() {
             let name = h.name;
             if NOT_RELAYED.iter().any(|n| name.eq_ignore_ascii_case(n))
+                || own.iter().any(|n| name.eq_ignore_ascii_case(n))
                 || (rechunk && name.eq_ignore_ascii_case("content-length"))
                 || is_listed(name)
             {
@@ -398,7 +450,7 @@ mod tests {
 
     fn relay(wire: &[u8], method: Method) -> (RelayedHead, String) {
         let mut out = BytesMut::new();
-        let head = relay_response_head(wire, &method, &mut out)
+        let head = relay_response_head(wire, &method, &["traceparent"], &mut out)
             .unwrap()
             .unwrap();
         (head, String::from_utf8(out.to_vec()).unwrap())
@@ -446,7 +498,7 @@ mod tests {
 
         let mut out = BytesMut::new();
         assert!(
-            relay_response_head(b"HTTP/1.1 200 OK\r\nx: ", &Method::GET, &mut out)
+            relay_response_head(b"HTTP/1.1 200 OK\r\nx: ", &Method::GET, &[], &mut out)
                 .unwrap()
                 .is_none()
         );
@@ -456,7 +508,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
             b"garbage\r\n\r\n",
         ] {
-            assert!(relay_response_head(bad, &Method::GET, &mut out).is_err());
+            assert!(relay_response_head(bad, &Method::GET, &[], &mut out).is_err());
         }
     }
 }
