@@ -171,6 +171,14 @@ fn retryable(e: &ZkError) -> bool {
 pub async fn create(zk: &Zk, def: &FunctionDefinition) -> Result<FunctionId, ApiError> {
     def.validate()?;
     zk.ensure_bootstrapped().await?;
+    // A taken route is the answer whatever else is wrong (no room, say), so
+    // that a client creating the same function again learns which it is;
+    // the transaction below still catches a route taken meanwhile.
+    for hostname in def.hostnames() {
+        if let Some(owner) = functions::route_owner(zk, &hostname).await? {
+            return Err(ApiError::RouteTaken { hostname, owner });
+        }
+    }
     let id = Uuid::new_v4();
     for attempt in 0..ATTEMPTS {
         let mut txn = Txn::new();

@@ -148,6 +148,14 @@ async fn errors_are_4xx_with_json_and_write_nothing() {
             "route taken.example already belongs to function",
         ),
         (
+            // Taken, and too big as well: the route is what it is told.
+            Method::POST,
+            "/function".into(),
+            def(&["taken.example"], 50),
+            StatusCode::CONFLICT,
+            "route taken.example already belongs to function",
+        ),
+        (
             Method::POST,
             "/function".into(),
             def(&[], 50),

@@ -18,6 +18,12 @@ use std::sync::{Arc, Mutex};
 /// The argument the shim passes first (the URI's query key).
 pub const ARG: &str = "log-writer";
 
+/// The process name a log writer runs under (`ps`, `pgrep`), so that
+/// `pkill bismuthd` or `killall bismuthd` stops the daemon and not every
+/// container's log writer with it: a killed writer leaves its container
+/// writing into a pipe nobody reads (EPIPE, or SIGPIPE, on every line).
+pub const COMM: &str = "bismuth-logs";
+
 /// Smallest accepted cap (two halves of 32 KiB).
 pub const MIN_MAX_BYTES: u64 = 64 << 10;
 
@@ -123,6 +129,8 @@ pub fn run(arg: &str) -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(2);
     };
+    // Before any thread starts: threads take their name from this one.
+    let _ = std::fs::write("/proc/self/comm", COMM);
     let log = match Rotating::open(path.clone(), max) {
         Ok(l) => Arc::new(Mutex::new(l)),
         Err(e) => {

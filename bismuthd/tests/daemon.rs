@@ -149,6 +149,11 @@ async fn crash_and_restart_adopts_running_containers_and_cleans_the_rest() {
     host.wait_state(keep, ContainerState::Running, START).await;
     host.wait_state(gone, ContainerState::Running, START).await;
     let pid = host.task_pid(keep).unwrap();
+    let writer = log_writer(&host, keep);
+    assert!(
+        writer.is_some(),
+        "no log writer named bismuth-logs for {keep}"
+    );
 
     host.kill_daemon();
     // While bismuthd is down, one container is deleted in ZooKeeper.
@@ -165,6 +170,11 @@ async fn crash_and_restart_adopts_running_containers_and_cleans_the_rest() {
     .await;
     // Adopted, not restarted: same process, still Running, still answering.
     assert_eq!(host.task_pid(keep), Some(pid));
+    assert_eq!(
+        log_writer(&host, keep),
+        writer,
+        "its log writer outlived bismuthd"
+    );
     assert_eq!(host.state(keep).await, Some(ContainerState::Running));
     let (status, _) = http_get(&host.url(&format!("/invoke/{keep}/")))
         .await
@@ -175,6 +185,20 @@ async fn crash_and_restart_adopts_running_containers_and_cleans_the_rest() {
         "{}",
         host.daemon_log()
     );
+}
+
+/// The pid of `cid`'s log writer, found by the process name it takes
+/// (not bismuthd's, so that `pkill bismuthd` leaves it be).
+fn log_writer(host: &Host, cid: uuid::Uuid) -> Option<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-a", "-x", bismuthd::logwriter::COMM])
+        .output()
+        .unwrap();
+    let log = host.log_path(cid);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|line| line.contains(&*log.to_string_lossy()))
+        .and_then(|line| line.split_whitespace().next()?.parse().ok())
 }
 
 #[tokio::test]
