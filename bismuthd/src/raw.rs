@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bismuth_daemon::h1::{self, field, Conn, Next, RequestHead};
-use bismuth_daemon::headers::CONTAINER_ID;
 use bismuth_daemon::http::Hyper;
 use bismuth_daemon::rewind::Rewound;
 use bismuth_model::InvokeMode;
@@ -100,9 +99,7 @@ async fn answer(server: &Server, conn: &mut Conn) -> bool {
             server.finish(&mut call, head.status);
             let traceparent = call.traceparent.as_bytes();
             conn.relay(stream, addr, head, close, |out| {
-                let mut id = uuid::Uuid::encode_buffer();
-                let id = cid.hyphenated().encode_lower(&mut id);
-                field(out, CONTAINER_ID.as_str().as_bytes(), id.as_bytes());
+                h1::container_field(out, cid);
                 field(out, b"traceparent", traceparent);
             })
             .await

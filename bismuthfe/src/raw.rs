@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bismuth_daemon::h1::{self, field, Conn, Next, RequestHead};
-use bismuth_daemon::headers::{self, CONTAINER_ID};
+use bismuth_daemon::headers;
 use bismuth_daemon::http::Hyper;
 use bismuth_daemon::otel;
 use bismuth_daemon::rewind::Rewound;
@@ -194,13 +194,7 @@ impl Request {
 fn response_fields(out: &mut BytesMut, traceparent: &str, target: &Target, has_container: bool) {
     field(out, b"traceparent", traceparent.as_bytes());
     if !has_container {
-        let mut id = uuid::Uuid::encode_buffer();
-        let id = target
-            .backend
-            .container_id
-            .hyphenated()
-            .encode_lower(&mut id);
-        field(out, CONTAINER_ID.as_str().as_bytes(), id.as_bytes());
+        h1::container_field(out, target.backend.container_id);
     }
 }
 

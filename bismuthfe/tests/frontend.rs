@@ -46,6 +46,31 @@ async fn wait_status(
     .await
 }
 
+/// Waits until `GET /` with `Host: host` answers `status` with a JSON
+/// error containing `message` (other answers may come first).
+async fn wait_error(
+    cluster: &Cluster,
+    host: &str,
+    status: StatusCode,
+    message: &str,
+) -> support::Reply {
+    let client = client_from(Ipv4Addr::LOCALHOST);
+    let url = cluster.url("/");
+    eventually(
+        &format!("{status} \"{message}\" for {host}"),
+        WAIT,
+        || async {
+            let r = get(&client, &url, &[("host", host)]).await;
+            let matched = r.status == status
+                && r.json()["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(message));
+            matched.then_some(r)
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn routes_by_host_and_by_id_and_sets_proxy_headers() {
     let cluster = Cluster::start().await;
@@ -126,15 +151,12 @@ async fn route_changes_take_effect_without_restart() {
         .unwrap();
     // (A request held while the function went answers 404 "does not
     // exist" first; then the route is gone too.)
-    let client = client_from(Ipv4Addr::LOCALHOST);
-    let r = eventually("the route to be gone", WAIT, || async {
-        let r = get(&client, &cluster.url("/"), &[("host", "moving.test")]).await;
-        let unrouted = r.status == StatusCode::NOT_FOUND
-            && r.json()["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("no function is routed from host"));
-        unrouted.then_some(r)
-    })
+    let r = wait_error(
+        &cluster,
+        "moving.test",
+        StatusCode::NOT_FOUND,
+        "no function is routed from host",
+    )
     .await;
     assert_eq!(r.headers["content-type"], "application/json");
 
@@ -152,15 +174,12 @@ async fn only_running_backends_get_traffic() {
     let f = cluster.function(&["status.test"]).await;
     let starting = cluster.backend(f, NODE_A, Starting).await;
     // (Until its routing table is loaded, bismuthfe answers another 503.)
-    let client = client_from(Ipv4Addr::LOCALHOST);
-    let r = eventually("a 503 for want of a running backend", WAIT, || async {
-        let r = get(&client, &cluster.url("/"), &[("host", "status.test")]).await;
-        let no_backend = r.status == StatusCode::SERVICE_UNAVAILABLE
-            && r.json()["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("has no running backend"));
-        no_backend.then_some(r)
-    })
+    let r = wait_error(
+        &cluster,
+        "status.test",
+        StatusCode::SERVICE_UNAVAILABLE,
+        "has no running backend",
+    )
     .await;
     assert_eq!(r.headers["retry-after"], "1");
 

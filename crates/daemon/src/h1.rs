@@ -375,6 +375,17 @@ pub fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes the `X-Bismuth-Container-Id` header line naming `id`.
+pub fn container_field(out: &mut BytesMut, id: uuid::Uuid) {
+    let mut text = uuid::Uuid::encode_buffer();
+    let text = id.hyphenated().encode_lower(&mut text);
+    field(
+        out,
+        crate::headers::CONTAINER_ID.as_str().as_bytes(),
+        text.as_bytes(),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
