@@ -26,6 +26,28 @@ const NODE_C: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
 const NODE_D: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
 const WAIT: Duration = Duration::from_secs(15);
 
+/// Waits until a GET of `path` with `Host: host` gives a reply `accept`
+/// takes, returning that reply; `what` names it in the timeout message.
+async fn wait_reply(
+    cluster: &Cluster,
+    path: &str,
+    host: &str,
+    what: &str,
+    accept: impl Fn(&support::Reply) -> bool,
+) -> support::Reply {
+    let client = client_from(Ipv4Addr::LOCALHOST);
+    let url = cluster.url(path);
+    eventually(
+        &format!("GET {path} (Host {host}) to answer {what}"),
+        WAIT,
+        || async {
+            let r = get(&client, &url, &[("host", host)]).await;
+            accept(&r).then_some(r)
+        },
+    )
+    .await
+}
+
 /// Waits until a GET returns `status`, returning that reply.
 async fn wait_status(
     cluster: &Cluster,
@@ -33,16 +55,9 @@ async fn wait_status(
     host: &str,
     status: StatusCode,
 ) -> support::Reply {
-    let client = client_from(Ipv4Addr::LOCALHOST);
-    let url = cluster.url(path);
-    eventually(
-        &format!("GET {path} (Host {host}) to answer {status}"),
-        WAIT,
-        || async {
-            let r = get(&client, &url, &[("host", host)]).await;
-            (r.status == status).then_some(r)
-        },
-    )
+    wait_reply(cluster, path, host, &status.to_string(), |r| {
+        r.status == status
+    })
     .await
 }
 
@@ -54,20 +69,13 @@ async fn wait_error(
     status: StatusCode,
     message: &str,
 ) -> support::Reply {
-    let client = client_from(Ipv4Addr::LOCALHOST);
-    let url = cluster.url("/");
-    eventually(
-        &format!("{status} \"{message}\" for {host}"),
-        WAIT,
-        || async {
-            let r = get(&client, &url, &[("host", host)]).await;
-            let matched = r.status == status
-                && r.json()["error"]
-                    .as_str()
-                    .is_some_and(|e| e.contains(message));
-            matched.then_some(r)
-        },
-    )
+    let what = format!("{status} \"{message}\"");
+    wait_reply(cluster, "/", host, &what, |r| {
+        r.status == status
+            && r.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(message))
+    })
     .await
 }
 
